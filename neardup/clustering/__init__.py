@@ -1,0 +1,1 @@
+"""Near-duplicate clustering estimators and their scores."""

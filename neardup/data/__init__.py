@@ -1,0 +1,1 @@
+"""Image sets, robust decoding, attacks and the ground-truth manifest."""

@@ -1,0 +1,338 @@
+"""Image manipulations ("attacks") that make near-duplicates, as a registry.
+
+Each attack is a function ``fn(img: PIL.Image, rng: np.random.Generator, **params)
+-> PIL.Image`` registered under a name with :func:`register_attack`. Adding an
+attack means one decorated function and one entry in a YAML config. The same
+functions serve ``neardup attack`` and the fine-tuning views.
+
+The original study's 58 attacks are in ``neardup/configs/attacks/default.yaml``
+(noise and blur follow scikit-image's ``random_noise`` and OpenCV's kernel-size
+conventions); the biomedical near-duplicate manipulations (flips, invert,
+perspective, affine, gamma, grayscale) in ``biomedical.yaml``.
+"""
+
+from __future__ import annotations
+
+import io
+import string
+import textwrap
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
+
+from neardup.errors import UsageError
+
+
+class AttackFn(Protocol):
+    def __call__(self, img: Image.Image, rng: np.random.Generator, **params: Any) -> Image.Image: ...
+
+
+@dataclass(frozen=True)
+class AttackDef:
+    name: str
+    fn: Callable[..., Image.Image]
+    doc: str
+
+
+ATTACKS: dict[str, AttackDef] = {}
+
+
+def register_attack(name: str) -> Callable[[Callable[..., Image.Image]], Callable[..., Image.Image]]:
+    """Register ``fn`` as attack ``name`` (its family in per-family reports)."""
+
+    def deco(fn: Callable[..., Image.Image]) -> Callable[..., Image.Image]:
+        if name in ATTACKS:
+            raise ValueError(f"attack {name!r} registered twice")
+        ATTACKS[name] = AttackDef(name, fn, (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "")
+        return fn
+
+    return deco
+
+
+# --------------------------------------------------------------------------- helpers
+def _float(img: Image.Image) -> np.ndarray:
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def _to_img(arr: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8), "RGB")
+
+
+def _resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    return img if img.size == size else img.resize(size, Image.Resampling.BICUBIC)
+
+
+# --------------------------------------------------------------------------- noise
+@register_attack("gaussian_noise")
+def gaussian_noise(img: Image.Image, rng: np.random.Generator, var: float) -> Image.Image:
+    """Additive Gaussian noise of variance ``var`` on [0, 1] intensities."""
+    x = _float(img)
+    return _to_img(x + rng.normal(0.0, var ** 0.5, x.shape).astype(np.float32))
+
+
+@register_attack("speckle_noise")
+def speckle_noise(img: Image.Image, rng: np.random.Generator, var: float) -> Image.Image:
+    """Multiplicative noise ``x + x * n``, n ~ N(0, var)."""
+    x = _float(img)
+    return _to_img(x + x * rng.normal(0.0, var ** 0.5, x.shape).astype(np.float32))
+
+
+@register_attack("salt_pepper_noise")
+def salt_pepper_noise(img: Image.Image, rng: np.random.Generator, amount: float) -> Image.Image:
+    """Replace a fraction ``amount`` of values with 0 or 1 (half each)."""
+    x = _float(img).copy()
+    hit = rng.random(x.shape) < amount
+    salt = rng.random(x.shape) < 0.5
+    x[hit & salt] = 1.0
+    x[hit & ~salt] = 0.0
+    return _to_img(x)
+
+
+# --------------------------------------------------------------------------- filtering
+@register_attack("gaussian_blur")
+def gaussian_blur(img: Image.Image, rng: np.random.Generator, kernel: int) -> Image.Image:
+    """Gaussian blur; ``kernel`` is the OpenCV kernel size, sigma from OpenCV's rule."""
+    sigma = 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
+    return img.filter(ImageFilter.GaussianBlur(radius=sigma))
+
+
+@register_attack("median_blur")
+def median_blur(img: Image.Image, rng: np.random.Generator, kernel: int) -> Image.Image:
+    """Median filter of size ``kernel`` x ``kernel``."""
+    return img.filter(ImageFilter.MedianFilter(size=int(kernel)))
+
+
+@register_attack("jpeg")
+def jpeg(img: Image.Image, rng: np.random.Generator, quality: int) -> Image.Image:
+    """JPEG compression at ``quality`` (encoded and decoded in memory)."""
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    with Image.open(buf) as out:
+        return out.convert("RGB")
+
+
+# --------------------------------------------------------------------------- geometry
+@register_attack("scale")
+def scale(img: Image.Image, rng: np.random.Generator, ratio: float) -> Image.Image:
+    """Resize both sides by ``ratio`` (the output keeps the new size)."""
+    w, h = img.size
+    return _resize(img, (max(1, round(w * ratio)), max(1, round(h * ratio))))
+
+
+@register_attack("crop")
+def crop(img: Image.Image, rng: np.random.Generator, percent: float, resize: bool = True) -> Image.Image:
+    """Central crop removing ``percent`` % of each side's length, resized back."""
+    w, h = img.size
+    cw, ch = max(1, round(w * (1 - percent / 100))), max(1, round(h * (1 - percent / 100)))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    out = img.crop((left, top, left + cw, top + ch))
+    return _resize(out, (w, h)) if resize else out
+
+
+@register_attack("rotation")
+def rotation(img: Image.Image, rng: np.random.Generator, angle: float, resize: bool = True) -> Image.Image:
+    """Rotate by ``angle`` degrees counter-clockwise, canvas expanded, resized back."""
+    out = img.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(0, 0, 0))
+    return _resize(out, img.size) if resize else out
+
+
+@register_attack("shear")
+def shear(img: Image.Image, rng: np.random.Generator, angle: float) -> Image.Image:
+    """Horizontal shear by ``angle`` degrees about the centre, same size."""
+    w, h = img.size
+    t = float(np.tan(np.deg2rad(angle)))
+    # output (x, y) samples input (x + t * (y - h/2), y)
+    return img.transform((w, h), Image.Transform.AFFINE, (1, t, -t * h / 2, 0, 1, 0),
+                         resample=Image.Resampling.BICUBIC, fillcolor=(0, 0, 0))
+
+
+# --------------------------------------------------------------------------- enhancement
+@register_attack("contrast")
+def contrast(img: Image.Image, rng: np.random.Generator, factor: float) -> Image.Image:
+    """PIL contrast enhancement (1 = unchanged)."""
+    return ImageEnhance.Contrast(img).enhance(factor)
+
+
+@register_attack("color")
+def color(img: Image.Image, rng: np.random.Generator, factor: float) -> Image.Image:
+    """PIL colour-saturation enhancement (1 = unchanged)."""
+    return ImageEnhance.Color(img).enhance(factor)
+
+
+@register_attack("brightness")
+def brightness(img: Image.Image, rng: np.random.Generator, factor: float) -> Image.Image:
+    """PIL brightness enhancement (1 = unchanged)."""
+    return ImageEnhance.Brightness(img).enhance(factor)
+
+
+@register_attack("sharpness")
+def sharpness(img: Image.Image, rng: np.random.Generator, factor: float) -> Image.Image:
+    """PIL sharpness enhancement (1 = unchanged)."""
+    return ImageEnhance.Sharpness(img).enhance(factor)
+
+
+# --------------------------------------------------------------------------- meme text
+@lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    import matplotlib  # ships DejaVu fonts, so the output is the same on every machine
+
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"
+    return ImageFont.truetype(str(path), size)
+
+
+TEXT_ALPHABET = string.ascii_letters + string.digits + "!?.,'- "
+
+
+@register_attack("text")
+def text(img: Image.Image, rng: np.random.Generator, length: int) -> Image.Image:
+    """Meme-style random text of ``length`` characters: white, black stroke, top or bottom."""
+    w, h = img.size
+    chars = rng.choice(list(TEXT_ALPHABET), size=int(length))
+    chars[0] = rng.choice(list(string.ascii_uppercase))
+    message = "".join(chars)
+    size = max(8, min(w, h) // 8)
+    while True:  # shrink until the block fits in 90% of the width and 40% of the height
+        font = _font(size)
+        char_w = max(1.0, font.getlength("M") * 0.8)
+        lines = textwrap.wrap(message, width=max(4, int(w * 0.9 / char_w)), break_long_words=True) or [message]
+        if size <= 8 or int(size * 1.15) * len(lines) <= 0.4 * h:
+            break
+        size = max(8, int(size * 0.85))
+    out = img.copy()
+    draw = ImageDraw.Draw(out)
+    line_h = int(size * 1.15)
+    block_h = line_h * len(lines)
+    top = int(h * 0.04) if rng.random() < 0.5 else h - block_h - int(h * 0.04)
+    for i, line in enumerate(lines):
+        lw = draw.textlength(line, font=font)
+        draw.text(((w - lw) / 2, top + i * line_h), line, font=font, fill=(255, 255, 255),
+                  stroke_width=max(1, size // 12), stroke_fill=(0, 0, 0))
+    return out
+
+
+# --------------------------------------------------------------------------- biomedical
+@register_attack("hflip")
+def hflip(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Mirror left-right."""
+    return ImageOps.mirror(img)
+
+
+@register_attack("vflip")
+def vflip(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Flip top-bottom."""
+    return ImageOps.flip(img)
+
+
+@register_attack("invert")
+def invert(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Negative image."""
+    return ImageOps.invert(img)
+
+
+@register_attack("gamma")
+def gamma(img: Image.Image, rng: np.random.Generator, gamma: float) -> Image.Image:
+    """Gamma correction ``x ** gamma`` on [0, 1] intensities."""
+    lut = [min(255, int(round(255 * (i / 255) ** gamma))) for i in range(256)]
+    return img.point(lut * 3)
+
+
+@register_attack("grayscale")
+def grayscale(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Luminance only, kept as 3 channels."""
+    return ImageOps.grayscale(img).convert("RGB")
+
+
+def _perspective_coeffs(src: np.ndarray, dst: np.ndarray) -> list[float]:
+    """PIL PERSPECTIVE coefficients mapping output points ``dst`` to input points ``src``."""
+    a = []
+    for (x, y), (u, v) in zip(dst, src):
+        a.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        a.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+    return np.linalg.solve(np.asarray(a, dtype=np.float64), src.reshape(8).astype(np.float64)).tolist()
+
+
+@register_attack("perspective")
+def perspective(img: Image.Image, rng: np.random.Generator, distortion: float) -> Image.Image:
+    """Random perspective: each corner moves inward by up to ``distortion`` of the side."""
+    w, h = img.size
+    src = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float64)
+    dx, dy = distortion * w / 2, distortion * h / 2
+    signs = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], dtype=np.float64)
+    dst = src + signs * rng.uniform(0, 1, (4, 2)) * np.array([dx, dy])
+    return img.transform((w, h), Image.Transform.PERSPECTIVE, _perspective_coeffs(src, dst),
+                         resample=Image.Resampling.BICUBIC, fillcolor=(0, 0, 0))
+
+
+@register_attack("affine")
+def affine(img: Image.Image, rng: np.random.Generator, scale: float = 1.0, angle: float = 0.0,
+           translate: float = 0.0) -> Image.Image:
+    """Scale about the centre, rotate by ``angle`` degrees, shift by ``translate`` of each side."""
+    w, h = img.size
+    cx, cy = w / 2, h / 2
+    a = np.deg2rad(angle)
+    fwd = np.array([[scale * np.cos(a), -scale * np.sin(a), 0], [scale * np.sin(a), scale * np.cos(a), 0], [0, 0, 1]])
+    to_c = np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1]])
+    back = np.array([[1, 0, cx + translate * w], [0, 1, cy + translate * h], [0, 0, 1]])
+    inv = np.linalg.inv(back @ fwd @ to_c)  # PIL wants output -> input
+    return img.transform((w, h), Image.Transform.AFFINE, tuple(inv[:2].reshape(6)),
+                         resample=Image.Resampling.BICUBIC, fillcolor=(0, 0, 0))
+
+
+# --------------------------------------------------------------------------- configured instances
+@dataclass(frozen=True)
+class AttackSpec:
+    """One configured attack: a registered function with fixed parameters."""
+
+    name: str  # unique instance name, e.g. "gaussian_noise_0.01"
+    attack: str  # registry key, also the family in per-family reports
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
+        return ATTACKS[self.attack].fn(img, rng, **self.params)
+
+    @property
+    def family(self) -> str:
+        return self.attack
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def expand_config(entries: list[dict[str, Any]]) -> list[AttackSpec]:
+    """Expand YAML entries into attack instances.
+
+    An entry is ``{attack: NAME, params: {p: value or [values...]}, name: optional}``.
+    A list-valued parameter gives one instance per value (at most one list per entry).
+
+    Raises:
+        UsageError: unknown attack, several list parameters, or duplicate names.
+    """
+    specs: list[AttackSpec] = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "attack" not in entry:
+            raise UsageError(f"attack config entry {i} needs an 'attack' key, got {entry!r}")
+        attack = entry["attack"]
+        if attack not in ATTACKS:
+            raise UsageError(f"unknown attack {attack!r}; known: {', '.join(sorted(ATTACKS))}")
+        params = dict(entry.get("params") or {})
+        lists = [k for k, v in params.items() if isinstance(v, list)]
+        if len(lists) > 1:
+            raise UsageError(f"attack {attack!r}: only one parameter may be a list, got {lists}")
+        if lists:
+            key = lists[0]
+            for v in params[key]:
+                p = {**params, key: v}
+                specs.append(AttackSpec(f"{entry.get('name', attack)}_{_fmt(v)}", attack, p))
+        else:
+            specs.append(AttackSpec(entry.get("name", attack), attack, params))
+    names = [s.name for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UsageError(f"duplicate attack names in config: {', '.join(dupes)}")
+    return specs

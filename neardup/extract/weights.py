@@ -1,0 +1,88 @@
+"""Safe, strict checkpoint loading.
+
+Every checkpoint is read with ``torch.load(weights_only=True)``: a file that
+needs arbitrary unpickling is refused, never executed. A state dict whose keys
+or shapes don't match the model fails with the first mismatches listed; a model
+never runs with silently missing weights.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from neardup.errors import UsageError
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """``torch.load(path, weights_only=True)`` with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"weights file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"cannot read weights {path} safely (weights_only=True): {first}") from None
+    if not isinstance(obj, Mapping):
+        raise UsageError(f"{path}: expected a state dict, got {type(obj).__name__}")
+    return dict(obj)
+
+
+def describe_mismatch(model_sd: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor], limit: int = 5) -> str:
+    """A short list of missing keys, unexpected keys and shape mismatches; '' when they fit."""
+    missing = [k for k in model_sd if k not in sd]
+    unexpected = [k for k in sd if k not in model_sd]
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(model_sd[k].shape)}"
+              for k in model_sd if k in sd and tuple(sd[k].shape) != tuple(model_sd[k].shape)]
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
+        if items:
+            more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+            parts.append(f"{len(items)} {label}: {', '.join(items[:limit])}{more}")
+    return "; ".join(parts)
+
+
+def load_strict(model: torch.nn.Module, sd: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load ``sd`` into ``model`` only if every key and shape matches.
+
+    Raises:
+        UsageError: naming the first mismatches.
+    """
+    problem = describe_mismatch(model.state_dict(), sd)
+    if problem:
+        raise UsageError(f"weights {source} do not fit {type(model).__name__}: {problem}")
+    model.load_state_dict(sd, strict=True)
+
+
+def map_in_order(model_sd: Mapping[str, torch.Tensor], src: Mapping[str, torch.Tensor], source: str) -> dict:
+    """Rename ``src`` entries onto ``model_sd`` keys position by position, checking every shape.
+
+    For ports whose key names differ but whose parameter order is the same
+    (e.g. lukemelas' EfficientNet layout onto timm's).
+    """
+    if len(model_sd) != len(src):
+        raise UsageError(f"weights {source}: {len(src)} tensors, model expects {len(model_sd)}")
+    out = {}
+    for (k_model, v_model), (k_src, v_src) in zip(model_sd.items(), src.items()):
+        if tuple(v_model.shape) != tuple(v_src.shape):
+            raise UsageError(f"weights {source}: {k_src} {tuple(v_src.shape)} does not fit "
+                             f"{k_model} {tuple(v_model.shape)}")
+        out[k_model] = v_src
+    return out
+
+
+def hub_cache_dir() -> Path:
+    """torch's hub checkpoint cache (``$TORCH_HOME/hub/checkpoints``), where torchvision saves weights."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def find_in_hub_cache(filenames: list[str]) -> Path | None:
+    d = hub_cache_dir()
+    for name in filenames:
+        if (d / name).is_file():
+            return d / name
+    return None

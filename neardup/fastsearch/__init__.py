@@ -1,0 +1,1 @@
+"""Exact and approximate (faiss) nearest-neighbour search and its evaluation."""

@@ -1,0 +1,107 @@
+"""One retrieval-set interface: database, queries and ground truth, from feature stores or synthetic.
+
+Ground truth comes from the query folder's ``manifest.csv`` (or the
+``<source>_<attack>`` names): each query's true match is the database image
+whose id equals the query's ``source``. Distractor images have ids that no
+query names.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from neardup.data.manifest import MANIFEST_NAME, image_id, load_ground_truth, read_manifest
+from neardup.errors import UsageError
+from neardup.extract.store import FeatureStore
+
+
+@dataclass
+class RetrievalSet:
+    database: np.ndarray  # (N, D) float32, or (N, bytes) uint8 for hashes
+    db_ids: list[str]
+    queries: np.ndarray
+    query_ids: list[str]
+    gt: np.ndarray  # (Q,) database index of each query's true match
+    families: np.ndarray  # (Q,) attack family per query
+    attacks: np.ndarray  # (Q,) attack instance per query
+    metric: str  # "cosine" | "l2" | "hamming"
+    model: str = ""
+    n_distractors: int = 0
+    n_unmatched: int = 0  # queries whose source is not in the database (left out)
+
+    @property
+    def binary(self) -> bool:
+        return self.database.dtype == np.uint8
+
+
+def _check_compatible(stores: list[FeatureStore]) -> None:
+    ref = stores[0]
+    for s in stores[1:]:
+        if (s.model, s.dim, s.meta.get("preprocessing")) != (ref.model, ref.dim, ref.meta.get("preprocessing")):
+            raise UsageError(f"feature folders disagree: {ref.root} is {ref.model} ({ref.dim}-d) but "
+                             f"{s.root} is {s.model} ({s.dim}-d) or uses other preprocessing")
+
+
+def load_retrieval_set(database: str | os.PathLike, queries: str | os.PathLike,
+                       distractors: list[str | os.PathLike] | tuple = (), manifest: str | os.PathLike | None = None,
+                       metric: str | None = None) -> RetrievalSet:
+    """Assemble database (originals + distractors), queries and ground truth from feature folders.
+
+    Args:
+        manifest: the query set's ``manifest.csv``; by default the one in the
+            folder the queries were extracted from, else names are parsed.
+        metric: ``cosine`` or ``l2`` for float features; hashes are always ``hamming``.
+
+    Raises:
+        UsageError: mismatched models, no query with a match in the database.
+    """
+    db_store, q_store = FeatureStore.open(database), FeatureStore.open(queries)
+    d_stores = [FeatureStore.open(d) for d in distractors]
+    _check_compatible([db_store, q_store, *d_stores])
+    hashing = db_store.metric == "hamming"
+    if hashing:
+        if metric not in (None, "hamming"):
+            raise UsageError(f"{db_store.model} features are binary hashes: the metric is hamming, not {metric}")
+        metric = "hamming"
+    metric = metric or "cosine"
+    if metric not in ("cosine", "l2", "hamming") or (metric == "hamming" and not hashing):
+        raise UsageError(f"unknown or unsuitable metric {metric!r} for {db_store.model}; use cosine or l2")
+
+    db_ids = db_store.ids()
+    d_ids = [f"distractor{j}:{i}" for j, s in enumerate(d_stores) for i in s.ids()]
+    parts = [np.asarray(db_store.features())] + [np.asarray(s.features()) for s in d_stores]
+    db = np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    q_root = Path(q_store.meta["root"])
+    if manifest is not None:
+        rows = read_manifest(manifest)
+    elif (q_root / MANIFEST_NAME).is_file():
+        rows = read_manifest(q_root / MANIFEST_NAME)
+    else:
+        rows = load_ground_truth(q_root)
+    by_query = {image_id(r.query): r for r in rows}
+    index_of: dict[str, int] = {}
+    for i, name in enumerate(db_ids):
+        index_of.setdefault(name, i)
+
+    q_feats = np.asarray(q_store.features())
+    keep, gt, fams, atts, unmatched = [], [], [], [], 0
+    for qi, qid in enumerate(q_store.ids()):
+        row = by_query.get(qid)
+        if row is None or row.source not in index_of:
+            unmatched += 1
+            continue
+        keep.append(qi)
+        gt.append(index_of[row.source])
+        fams.append(row.family)
+        atts.append(row.attack)
+    if not keep:
+        raise UsageError(f"no query in {queries} has its source image in {database}: check the folders "
+                         f"and the manifest (query ids look like {q_store.ids()[:1]}, database ids like {db_ids[:1]})")
+    q_ids = q_store.ids()
+    return RetrievalSet(db, db_ids + d_ids, q_feats[keep], [q_ids[i] for i in keep], np.asarray(gt, dtype=np.int64),
+                        np.asarray(fams), np.asarray(atts), metric, db_store.model, len(d_ids), unmatched)

@@ -1,0 +1,149 @@
+"""Exact (brute-force) search with faiss Flat indexes, and the retrieval evaluation built on it."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from neardup import __version__
+from neardup.fastsearch.dataset import RetrievalSet
+from neardup.fastsearch.metrics import mean_average_precision, micro_average_precision, recall_at_k
+
+SCHEMA = "neardup.search.exact/1"
+KS = (1, 5, 10)
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def search_exact(database: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k neighbours by brute force.
+
+    Returns:
+        (scores, indices), each (Q, k); scores are similarities, higher is
+        better (cosine similarity, or the negated L2 / Hamming distance).
+    """
+    import faiss
+
+    k = min(k, len(database))
+    if metric == "hamming":
+        index = faiss.IndexBinaryFlat(database.shape[1] * 8)
+        index.add(np.ascontiguousarray(database, dtype=np.uint8))
+        dist, idx = index.search(np.ascontiguousarray(queries, dtype=np.uint8), k)
+        return -dist.astype(np.float32), idx
+    if metric == "cosine":
+        index = faiss.IndexFlatIP(database.shape[1])
+        index.add(l2_normalize(database))
+        return index.search(l2_normalize(queries), k)
+    if metric == "l2":
+        index = faiss.IndexFlatL2(database.shape[1])
+        index.add(np.ascontiguousarray(database, dtype=np.float32))
+        dist, idx = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return -dist, idx
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+@dataclass
+class Scores:
+    n_queries: int
+    recall: dict[str, float]  # "1", "5", "10" -> recall@k
+    mAP: float
+    muAP: float
+
+    @classmethod
+    def compute(cls, ranked: np.ndarray, scores: np.ndarray, gt: np.ndarray) -> "Scores":
+        return cls(len(gt), {str(k): v for k, v in recall_at_k(ranked, gt, KS).items()},
+                   mean_average_precision(ranked, gt), micro_average_precision(ranked, scores, gt))
+
+
+@dataclass
+class RetrievalResult:
+    """Result of ``neardup search exact`` (schema ``neardup.search.exact/1``, see README)."""
+
+    model: str
+    metric: str
+    k: int
+    n_database: int
+    n_distractors: int
+    n_queries: int
+    n_unmatched_queries: int
+    overall: Scores
+    per_family: dict[str, Scores]
+    per_attack: dict[str, Scores]
+    search_seconds: float
+    config: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RetrievalResult":
+        d = {k: v for k, v in d.items() if k != "schema"}
+        d["overall"] = Scores(**d["overall"])
+        d["per_family"] = {k: Scores(**v) for k, v in d["per_family"].items()}
+        d["per_attack"] = {k: Scores(**v) for k, v in d["per_attack"].items()}
+        return cls(**d)
+
+
+def environment() -> dict[str, Any]:
+    import faiss
+
+    env = {"neardup": __version__, "python": platform.python_version(), "platform": platform.platform(),
+           "numpy": np.__version__, "faiss": getattr(faiss, "__version__", "?"), "faiss_threads": faiss.omp_get_max_threads()}
+    try:
+        import torch
+
+        env["torch"] = torch.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return env
+
+
+def _grouped(keys: np.ndarray, ranked: np.ndarray, scores: np.ndarray, gt: np.ndarray) -> dict[str, Scores]:
+    return {str(g): Scores.compute(ranked[keys == g], scores[keys == g], gt[keys == g]) for g in sorted(set(keys.tolist()))}
+
+
+def evaluate(rs: RetrievalSet, k: int = 10, config: dict[str, Any] | None = None) -> RetrievalResult:
+    """Exact search of every query, scored overall, per attack family and per attack."""
+    t0 = time.perf_counter()
+    scores, ranked = search_exact(rs.database, rs.queries, k, rs.metric)
+    elapsed = time.perf_counter() - t0
+    return RetrievalResult(
+        model=rs.model, metric=rs.metric, k=int(ranked.shape[1]), n_database=len(rs.database),
+        n_distractors=rs.n_distractors, n_queries=len(rs.gt), n_unmatched_queries=rs.n_unmatched,
+        overall=Scores.compute(ranked, scores, rs.gt), per_family=_grouped(rs.families, ranked, scores, rs.gt),
+        per_attack=_grouped(rs.attacks, ranked, scores, rs.gt), search_seconds=elapsed,
+        config=config or {}, environment=environment())
+
+
+def format_table(results: list[RetrievalResult], metric: str = "recall@1") -> str:
+    """Rows = attack families, columns = one result each (e.g. one model), values = ``metric``."""
+
+    def value(s: Scores) -> float:
+        if metric.startswith("recall@"):
+            return s.recall.get(metric.split("@")[1], float("nan"))
+        return float(getattr(s, metric))
+
+    families = sorted({f for r in results for f in r.per_family})
+    names = [r.model for r in results]
+    w = max([len("family")] + [len(f) for f in families] + [len("overall")])
+    cols = [max(len(n), 7) for n in names]
+    lines = [f"{metric} per attack family", f"{'family':<{w}}  " + "  ".join(f"{n:>{c}}" for n, c in zip(names, cols))]
+    lines.append("-" * len(lines[-1]))
+    for f in families:
+        cells = [f"{value(r.per_family[f]):.3f}" if f in r.per_family else "-" for r in results]
+        lines.append(f"{f:<{w}}  " + "  ".join(f"{x:>{c}}" for x, c in zip(cells, cols)))
+    lines.append("-" * len(lines[1]))
+    for label, fn in ((f"overall {metric}", value), ("overall µAP", lambda s: s.muAP), ("overall mAP", lambda s: s.mAP)):
+        lines.append(f"{label:<{w}}  " + "  ".join(f"{fn(r.overall):>{c}.3f}" for r, c in zip(results, cols)))
+    lines.append(f"{'queries':<{w}}  " + "  ".join(f"{r.n_queries:>{c}d}" for r, c in zip(results, cols)))
+    lines.append(f"{'database':<{w}}  " + "  ".join(f"{r.n_database:>{c}d}" for r, c in zip(results, cols)))
+    return "\n".join(lines)

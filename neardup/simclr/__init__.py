@@ -1,0 +1,1 @@
+"""SimCLR-style fine-tuning (NT-Xent on manipulated views)."""

@@ -1,0 +1,74 @@
+import json
+
+import numpy as np
+import pytest
+
+from neardup.errors import UsageError
+from neardup.extract.pipeline import extract_features
+from neardup.extract.store import FeatureStore
+from tests.conftest import make_image
+
+
+def _bad_files(d):
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "notes.png").write_text("this is not an image")
+    good = d / "img0.png"
+    data = good.read_bytes()
+    (d / "truncated.png").write_bytes(data[: len(data) // 2])
+    make_image(9, (200, 150)).save(d / "big.jpg", quality=90)
+    jpg = (d / "big.jpg").read_bytes()
+    (d / "truncated.jpg").write_bytes(jpg[: len(jpg) // 2])
+
+
+def test_extract_skips_bad_files_and_reports_reasons(image_dir, tmp_path):
+    _bad_files(image_dir)
+    rep = extract_features(image_dir, tmp_path / "f", "phash", workers=0, show_progress=False)
+    assert rep.count == 7  # 6 generated + big.jpg
+    reasons = {s["path"].rsplit("/", 1)[1]: s["reason"] for s in rep.skipped}
+    assert reasons["empty.jpg"] == "empty file"
+    assert reasons["notes.png"] == "not an image"
+    assert reasons["truncated.png"].startswith(("truncated", "decode error"))
+    assert reasons["truncated.jpg"].startswith("truncated")
+    meta = json.loads((tmp_path / "f" / "meta.json").read_text())
+    assert meta["count"] == 7 and len(meta["skipped"]) == 4 and meta["metric"] == "hamming"
+    store = FeatureStore.open(tmp_path / "f")
+    assert store.features().shape == (7, 8)
+    assert [p.rsplit("/", 1)[1] for p in store.paths] == ["big.jpg"] + [f"img{i}.png" for i in range(6)]
+
+
+def test_features_reproducible_and_resumable(image_dir, tmp_path):
+    a = extract_features(image_dir, tmp_path / "a", "efficientnet_lite0", workers=0, batch_size=4, shard_size=4,
+                         engine="torch", show_progress=False)
+    fa = FeatureStore.open(tmp_path / "a").features()
+    assert fa.shape == (6, 1280) and a.count == 6
+    # a second run with the same arguments finds every shard committed and redoes nothing
+    b = extract_features(image_dir, tmp_path / "a", "efficientnet_lite0", workers=0, batch_size=4, shard_size=4,
+                         engine="torch", show_progress=False)
+    assert b.resumed_shards == 2
+    # drop the last shard's commit record: only that shard is recomputed, identically
+    (tmp_path / "a" / "shards" / "00001.json").unlink()
+    c = extract_features(image_dir, tmp_path / "a", "efficientnet_lite0", workers=1, batch_size=3, shard_size=4,
+                         engine="torch", show_progress=False)
+    assert c.resumed_shards == 1
+    assert np.array_equal(FeatureStore.open(tmp_path / "a").features(), fa)
+
+
+def test_changed_model_on_existing_output_fails_clearly(image_dir, tmp_path):
+    extract_features(image_dir, tmp_path / "o", "phash", workers=0, show_progress=False)
+    with pytest.raises(UsageError, match="different model.*--overwrite"):
+        extract_features(image_dir, tmp_path / "o", "dhash", workers=0, show_progress=False)
+    rep = extract_features(image_dir, tmp_path / "o", "dhash", workers=0, overwrite=True, show_progress=False)
+    assert rep.model == "dhash" and FeatureStore.open(tmp_path / "o").model == "dhash"
+
+
+def test_empty_and_missing_inputs(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no images"):
+        extract_features(tmp_path / "empty", tmp_path / "o", "phash", show_progress=False)
+    with pytest.raises(UsageError, match="not found"):
+        extract_features(tmp_path / "missing", tmp_path / "o", "phash", show_progress=False)
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "x.jpg").write_bytes(b"junk")
+    with pytest.raises(UsageError, match="no readable images"):
+        extract_features(only_bad, tmp_path / "o2", "phash", workers=0, show_progress=False)
