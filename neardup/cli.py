@@ -130,10 +130,14 @@ def attack(src: str | None, dst: str | None, attack_configs: tuple[str, ...], se
 @click.option("--input-size", type=click.IntRange(16), default=None, help="Override the model's crop size.")
 @click.option("--shard-size", type=click.IntRange(1), default=10000, show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@click.option("--glob", "globs", multiple=True, metavar="PATTERN",
+              help="Keep only files matching this pattern relative to IMAGES (e.g. '**/*.jpg'). Repeatable.")
+@click.option("--max-pixels", type=click.IntRange(1), default=None,
+              help="Skip larger images (decompression-bomb guard) [default: 178956970].")
 @click.option("--overwrite", is_flag=True, help="Discard an existing output and start over.")
 def extract(images: str, model: str, out: str, weights: str | None, batch_size: int, workers: int | None,
             device: str, amp: str, engine: str, input_size: int | None, shard_size: int, dtype: str,
-            overwrite: bool) -> None:
+            globs: tuple[str, ...], max_pixels: int | None, overwrite: bool) -> None:
     """Extract features of IMAGES (a folder, a text file of paths, or a manifest.csv) into --out.
 
     Re-running the same command after an interruption resumes where it stopped.
@@ -142,10 +146,12 @@ def extract(images: str, model: str, out: str, weights: str | None, batch_size: 
 
     report = extract_features(images, out, model, weights=weights, batch_size=batch_size, workers=workers,
                               device=device, amp=amp, engine=engine, input_size=input_size, shard_size=shard_size,
-                              dtype=dtype, overwrite=overwrite)
+                              dtype=dtype, overwrite=overwrite, globs=globs,
+                              **({"max_pixels": max_pixels} if max_pixels else {}))
     save_config(out, "extract", {"images": images, "model": model, "weights": weights, "batch_size": batch_size,
                                  "device": device, "amp": amp, "engine": engine, "input_size": input_size,
-                                 "shard_size": shard_size, "dtype": dtype})
+                                 "shard_size": shard_size, "dtype": dtype, "glob": list(globs),
+                                 "max_pixels": max_pixels})
     resumed = f", resumed after {report.resumed_shards} shard(s)" if report.resumed_shards else ""
     click.echo(f"{report.count} images -> {out} ({report.model}, {report.images_per_s:.1f} img/s{resumed}); "
                f"{len(report.skipped)} skipped")
@@ -153,6 +159,8 @@ def extract(images: str, model: str, out: str, weights: str | None, batch_size: 
         click.echo(f"skipped {s['path']}: {s['reason']}", err=True)
     if len(report.skipped) > 20:
         click.echo(f"... {len(report.skipped) - 20} more in {out}/meta.json", err=True)
+    for p in report.input_problems:
+        click.echo(f"not searched {p['path']}: {p['reason']}", err=True)
 
 
 @main.command()

@@ -8,6 +8,7 @@ refuses truncated files instead of half-reading them.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import warnings
 from dataclasses import dataclass
@@ -20,9 +21,10 @@ from PIL import Image, ImageFile, ImageOps
 from neardup.errors import UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-DEFAULT_MAX_PIXELS = 200_000_000  # a 14k x 14k photo decodes; a decompression bomb does not
-
-ImageFile.LOAD_TRUNCATED_IMAGES = False  # truncated files fail loudly, never half-read
+# PIL's own hard limit (2 x Image.MAX_IMAGE_PIXELS, ~179 MP): a 14k x 12k scan decodes, a bomb does not.
+# Lower it with --max-pixels. Truncated files fail loudly as long as ImageFile.LOAD_TRUNCATED_IMAGES
+# keeps its default (False); load_image refuses to run otherwise.
+DEFAULT_MAX_PIXELS = 178_956_970
 
 
 class ImageDecodeError(Exception):
@@ -39,12 +41,23 @@ class Skipped:
     reason: str
 
 
-def list_images(root: str | os.PathLike, recursive: bool = True,
-                extensions: Iterable[str] = IMAGE_EXTENSIONS) -> list[Path]:
-    """Sorted image paths under ``root`` (by extension; content is checked on decode).
+@dataclass
+class Listing:
+    """Images found under a folder, plus what could not be walked (reported, not fatal)."""
+
+    paths: list[Path]
+    problems: list[Skipped]
+
+
+def walk_images(root: str | os.PathLike, recursive: bool = True, extensions: Iterable[str] = IMAGE_EXTENSIONS,
+                globs: Iterable[str] = ()) -> Listing:
+    """Sorted image files under ``root``, following symlinks once each.
+
+    Symlink loops and unreadable folders are recorded in ``problems``; with
+    ``globs`` (e.g. ``"**/*.jpg"``), only paths matching one pattern are kept.
 
     Raises:
-        UsageError: the folder does not exist or holds no image files.
+        UsageError: the folder does not exist or is a file.
     """
     root = Path(root)
     if not root.exists():
@@ -52,11 +65,47 @@ def list_images(root: str | os.PathLike, recursive: bool = True,
     if root.is_file():
         raise UsageError(f"expected a folder of images, got a file: {root}")
     exts = {e.lower() for e in extensions}
-    walker = root.rglob("*") if recursive else root.glob("*")
-    paths = sorted(p for p in walker if p.suffix.lower() in exts and p.is_file())
-    if not paths:
-        raise UsageError(f"no images ({', '.join(sorted(exts))}) found in {root}")
-    return paths
+    globs = tuple(globs)
+    found: list[Path] = []
+    problems: list[Skipped] = []
+    seen: set[str] = set()
+
+    def onerror(err: OSError) -> None:
+        problems.append(Skipped(str(err.filename), f"unreadable folder: {err.strerror}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=onerror):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # reached again through a symlink: a loop or a duplicate view
+            problems.append(Skipped(dirpath, f"symlink loop or repeated folder (same as {real})"))
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames.sort()
+        if not recursive:
+            dirnames[:] = []
+        for name in filenames:
+            p = Path(dirpath) / name
+            if p.suffix.lower() not in exts:
+                continue
+            if globs and not any(p.relative_to(root).match(g) or fnmatch.fnmatch(str(p.relative_to(root)), g)
+                                 for g in globs):
+                continue
+            found.append(p)
+    return Listing(sorted(found), problems)
+
+
+def list_images(root: str | os.PathLike, recursive: bool = True,
+                extensions: Iterable[str] = IMAGE_EXTENSIONS, globs: Iterable[str] = ()) -> list[Path]:
+    """Sorted image paths under ``root`` (by extension; content is checked on decode).
+
+    Raises:
+        UsageError: the folder does not exist or holds no image files.
+    """
+    listing = walk_images(root, recursive, extensions, globs)
+    if not listing.paths:
+        exts = sorted({e.lower() for e in extensions})
+        raise UsageError(f"no images ({', '.join(exts)}) found in {root}" + (f" matching {list(globs)}" if globs else ""))
+    return listing.paths
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -95,6 +144,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
     Raises:
         ImageDecodeError: with a one-line reason, for anything unusable.
     """
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated files would be half-read")
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -104,7 +155,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
         raise ImageDecodeError("empty file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our max_pixels decides
             with Image.open(path) as img:
                 w, h = img.size
                 if w * h > max_pixels:
@@ -118,8 +169,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
                 return _to_rgb(img)
     except ImageDecodeError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"decompression bomb: {exc}") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"too many pixels (decompression-bomb limit): {exc}") from None
     except Image.UnidentifiedImageError:
         raise ImageDecodeError("not an image") from None
     except OSError as exc:

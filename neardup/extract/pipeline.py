@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from neardup import __version__
-from neardup.data.images import DEFAULT_MAX_PIXELS, ImageDecodeError, list_images, load_image
+from neardup import __version__, dist
+from neardup.data.images import DEFAULT_MAX_PIXELS, ImageDecodeError, load_image, walk_images
 from neardup.errors import UsageError
 from neardup.extract.onnx_engine import attach
 from neardup.extract.registry import create_extractor
@@ -25,23 +25,30 @@ from neardup.io_utils import atomic_write_json
 from neardup.progress import progress
 
 
-def collect_inputs(src: str | os.PathLike) -> tuple[list[str], str]:
-    """(sorted image paths, root) from a folder, a text file of paths, or a manifest.csv."""
+def collect_inputs(src: str | os.PathLike, globs: tuple[str, ...] = ()) -> tuple[list[str], str, list[dict[str, str]]]:
+    """(sorted image paths, root, walk problems) from a folder, a text file of paths, or a manifest.csv.
+
+    Symlink loops and unreadable sub-folders are returned as problems, not raised.
+    """
     src = Path(src)
     if src.is_dir():
-        return [str(p) for p in list_images(src)], str(src)
+        listing = walk_images(src, globs=globs)
+        if not listing.paths:
+            raise UsageError(f"no images found in {src}" + (f" matching {list(globs)}" if globs else ""))
+        return [str(p) for p in listing.paths], str(src), [asdict(p) for p in listing.problems]
     if not src.exists():
         raise UsageError(f"input not found: {src}")
     if src.name.endswith(".csv"):
         from neardup.data.manifest import read_manifest
 
         rows = read_manifest(src)
-        return sorted(str(src.parent / r.query) for r in rows), str(src.parent)
+        return sorted(str(src.parent / r.query) for r in rows), str(src.parent), []
     lines = [ln.strip() for ln in src.read_text("utf-8").splitlines()]
     paths = sorted({ln for ln in lines if ln and not ln.startswith("#")})
     if not paths:
         raise UsageError(f"no image paths listed in {src}")
-    return paths, os.path.commonpath([str(Path(p).parent) for p in paths]) if len(paths) > 1 else str(Path(paths[0]).parent)
+    root = os.path.commonpath([str(Path(p).parent) for p in paths]) if len(paths) > 1 else str(Path(paths[0]).parent)
+    return paths, root, []
 
 
 class ImageDataset(Dataset):
@@ -78,6 +85,7 @@ class ExtractReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     resumed_shards: int = 0
+    input_problems: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def images_per_s(self) -> float:
@@ -100,7 +108,7 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, model: str 
                      weights: str | None = None, batch_size: int = 32, workers: int | None = None,
                      device: str | None = None, amp: str | None = None, shard_size: int = 10000,
                      dtype: str = "float32", max_pixels: int = DEFAULT_MAX_PIXELS, overwrite: bool = False,
-                     input_size: int | None = None, engine: str = "auto", show_progress: bool = True, extractor: Any = None) -> ExtractReport:
+                     input_size: int | None = None, engine: str = "auto", globs: tuple[str, ...] | list[str] = (), show_progress: bool = True, extractor: Any = None) -> ExtractReport:
     """Extract features of every image in ``src`` into the feature store ``out``.
 
     A re-run with the same arguments resumes after the last committed shard.
@@ -118,31 +126,31 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, model: str 
     if dtype not in ("float32", "float16"):
         raise UsageError(f"unknown --dtype {dtype!r}; use float32 or float16")
     t0 = time.perf_counter()
-    paths, root = collect_inputs(src)
+    paths, root, problems = collect_inputs(src, tuple(globs))
+    info = dist.init(device)  # before the model is built: pins each rank to its own GPU
     ext = extractor
     if ext is None:
         ext = create_extractor(model, weights=weights, device=device, amp=amp, input_size=input_size)
         ext.engine = attach(ext, engine)
     out = Path(out)
     job = _job_record(ext, paths, shard_size, dtype)
-    if overwrite and out.exists():
-        for name in ("meta.json", "job.json"):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "shards", ignore_errors=True)
-    if (out / "job.json").is_file():
-        old = json.loads((out / "job.json").read_text("utf-8"))
-        if old != job:
-            diff = sorted(k for k in job if old.get(k) != job[k])
-            raise UsageError(f"{out} holds an extraction with a different {', '.join(diff)}; "
-                             f"use --overwrite to start over or choose another --out")
-    elif out.exists() and any(out.iterdir()):
-        raise UsageError(f"{out} exists and is not a neardup extraction; use --overwrite or another --out")
-    atomic_write_json(out / "job.json", job)
+    # rank 0 validates and prepares the output; every rank learns the verdict (no one hangs on an error)
+    verdict = None
+    if info.is_main:
+        try:
+            _prepare_output(out, job, overwrite)
+        except UsageError as exc:
+            verdict = str(exc)
+    verdict = dist.broadcast_object(verdict)
+    if verdict:
+        raise UsageError(str(verdict))
 
     n_shards = max(1, -(-len(paths) // shard_size))
-    done = {i for i in range(n_shards) if committed_shard(out, i) is not None}
-    todo = [i for i in range(n_shards) if i not in done]
+    mine = [i for i in range(n_shards) if i % info.world_size == info.rank]  # stable shard assignment
+    done = {i for i in mine if committed_shard(out, i) is not None}
+    todo = [i for i in mine if i not in done]
     todo_idx = [j for i in todo for j in range(i * shard_size, min(len(paths), (i + 1) * shard_size))]
+    my_total = sum(min(len(paths), (i + 1) * shard_size) - i * shard_size for i in mine)
     workers = default_workers() if workers is None else workers
     ds = ImageDataset([paths[j] for j in todo_idx], ext.transform, ext.draft_size, max_pixels)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate,
@@ -151,7 +159,8 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, model: str 
     np_dtype = np.uint8 if ext.dtype == np.uint8 else np.dtype(dtype)
     width = ext.num_features // 8 if ext.metric == "hamming" else ext.num_features
     pending: dict[int, dict[str, Any]] = {i: {"feats": {}, "bad": {}} for i in todo}
-    bar = progress(total=len(paths), initial=len(paths) - len(todo_idx), desc=f"extract {ext.name}", unit="img",
+    rank_tag = f" [rank {info.rank}/{info.world_size}]" if info.enabled else ""
+    bar = progress(total=my_total, initial=my_total - len(todo_idx), desc=f"extract {ext.name}{rank_tag}", unit="img",
                    disable=not show_progress)
 
     def flush(i: int) -> None:
@@ -184,17 +193,54 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, model: str 
     finally:
         bar.close()
 
+    dist.barrier()  # every rank's shards are committed
+    verdict = None
+    if info.is_main:
+        try:
+            _write_meta(out, ext, paths, root, problems, n_shards, shard_size, np.dtype(np_dtype))
+        except UsageError as exc:
+            verdict = str(exc)
+    verdict = dist.broadcast_object(verdict)
+    if verdict:
+        raise UsageError(f"{verdict} in {src}")
+    dist.barrier()  # meta.json exists for everyone
+    meta = json.loads((out / "meta.json").read_text("utf-8"))
+    return ExtractReport(str(out), ext.name, meta["count"], meta["skipped"], time.perf_counter() - t0, len(done),
+                         problems)
+
+
+def _prepare_output(out: Path, job: dict[str, Any], overwrite: bool) -> None:
+    """Clear (``overwrite``) or check an existing output, then record the job."""
+    if overwrite and out.exists():
+        for name in ("meta.json", "job.json"):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "shards", ignore_errors=True)
+    if (out / "job.json").is_file():
+        old = json.loads((out / "job.json").read_text("utf-8"))
+        if old != job:
+            diff = sorted(k for k in job if old.get(k) != job[k])
+            raise UsageError(f"{out} holds an extraction with a different {', '.join(diff)}; "
+                             f"use --overwrite to start over or choose another --out")
+    elif out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out} exists and is not a neardup extraction; use --overwrite or another --out")
+    atomic_write_json(out / "job.json", job)
+
+
+def _write_meta(out: Path, ext: Any, paths: list[str], root: str, problems: list[dict[str, str]], n_shards: int,
+                shard_size: int, np_dtype: np.dtype) -> None:
+    """Merge the committed shards' records into meta.json (rank 0 only)."""
     records = [committed_shard(out, i) for i in range(n_shards)]
-    if any(r is None for r in records):  # pragma: no cover - would be a bug above
-        raise RuntimeError("a shard failed to commit")
+    missing = [shard_name(i) for i, r in enumerate(records) if r is None]
+    if missing:  # pragma: no cover - a bug, or another process deleting shards
+        raise RuntimeError(f"shards not committed: {missing}")
     skipped = [s for r in records for s in r["skipped"]]  # type: ignore[index]
     count = sum(r["count"] for r in records)  # type: ignore[index]
-    desc = ext.describe()
-    stored = desc["dtype"] if ext.metric == "hamming" else str(np.dtype(np_dtype))
-    meta = {"schema": SCHEMA, "neardup_version": __version__, **desc, "dtype": stored,
-            "count": count, "n_inputs": len(paths), "root": os.path.abspath(root), "shards": [shard_name(i) for i in range(n_shards)],
-            "shard_size": shard_size, "skipped": skipped, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if count == 0:
-        raise UsageError(f"no readable images in {src} ({len(skipped)} skipped)")
+        raise UsageError(f"no readable images ({len(skipped)} skipped)")
+    desc = ext.describe()
+    stored = desc["dtype"] if ext.metric == "hamming" else str(np_dtype)
+    meta = {"schema": SCHEMA, "neardup_version": __version__, **desc, "dtype": stored, "count": count,
+            "n_inputs": len(paths), "root": os.path.abspath(root), "shards": [shard_name(i) for i in range(n_shards)],
+            "shard_size": shard_size, "skipped": skipped, "input_problems": problems,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     atomic_write_json(out / "meta.json", meta)
-    return ExtractReport(str(out), ext.name, count, skipped, time.perf_counter() - t0, len(done))
