@@ -49,11 +49,18 @@ def _load_yaml_config(ctx: click.Context, param: click.Parameter, value: str | N
         raise click.BadParameter(f"bad YAML: {str(exc).splitlines()[0]}", ctx=ctx, param=param) from None
     if not isinstance(data, dict):
         raise click.BadParameter("the YAML must be a mapping of option names to values", ctx=ctx, param=param)
-    known = {p.name for p in ctx.command.params}
-    data = {str(k).replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(data) - known)
+    # keys may be parameter names or option names (e.g. 'format' for --format -> fmt); the metadata
+    # that save_config adds is skipped, so any saved config.yaml can be fed back with --config
+    alias = {}
+    for p in ctx.command.params:
+        alias[p.name] = p.name
+        for opt in getattr(p, "opts", []):
+            alias[opt.lstrip("-").replace("-", "_")] = p.name
+    data = {str(k).replace("-", "_"): v for k, v in data.items() if k not in ("command", "neardup_version")}
+    unknown = sorted(k for k in data if k not in alias)
     if unknown:
-        raise click.BadParameter(f"unknown keys {unknown}; valid: {sorted(known - {'config'})}", ctx=ctx, param=param)
+        raise click.BadParameter(f"unknown keys {unknown}; valid: {sorted(set(alias) - {'config'})}", ctx=ctx, param=param)
+    data = {alias[k]: v for k, v in data.items()}
     ctx.default_map = {**(ctx.default_map or {}), **data}
     return value
 
@@ -128,16 +135,25 @@ def attack(src: str | None, dst: str | None, attack_configs: tuple[str, ...], se
 @click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
               help="auto: ONNX Runtime on CPU when its export matches PyTorch within 1e-4.")
 @click.option("--input-size", type=click.IntRange(16), default=None, help="Override the model's crop size.")
+@click.option("--layer", default=None, help="Feature layer, for models that offer several (SimCLR v2: backbone, "
+              "head0, head1, head2) [default: backbone].")
 @click.option("--shard-size", type=click.IntRange(1), default=10000, show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @click.option("--glob", "globs", multiple=True, metavar="PATTERN",
               help="Keep only files matching this pattern relative to IMAGES (e.g. '**/*.jpg'). Repeatable.")
 @click.option("--max-pixels", type=click.IntRange(1), default=None,
               help="Skip larger images (decompression-bomb guard) [default: 178956970].")
+@click.option("--normalize", is_flag=True, help="Store an L2-normalisation transform (applied when read).")
+@click.option("--whiten", type=click.IntRange(1), default=None, metavar="DIM",
+              help="Fit L2 + PCA whitening to DIM dimensions on a sample, stored and applied when read.")
+@click.option("--whiten-sample", type=click.IntRange(2), default=100_000, show_default=True)
+@click.option("--transform-from", type=click.Path(file_okay=False), default=None,
+              help="Apply the transform fitted on another feature folder (extract queries like their database).")
 @click.option("--overwrite", is_flag=True, help="Discard an existing output and start over.")
 def extract(images: str, model: str, out: str, weights: str | None, batch_size: int, workers: int | None,
-            device: str, amp: str, engine: str, input_size: int | None, shard_size: int, dtype: str,
-            globs: tuple[str, ...], max_pixels: int | None, overwrite: bool) -> None:
+            device: str, amp: str, engine: str, input_size: int | None, layer: str | None, shard_size: int, dtype: str,
+            globs: tuple[str, ...], max_pixels: int | None, normalize: bool, whiten: int | None, whiten_sample: int,
+            transform_from: str | None, overwrite: bool) -> None:
     """Extract features of IMAGES (a folder, a text file of paths, or a manifest.csv) into --out.
 
     Re-running the same command after an interruption resumes where it stopped.
@@ -145,13 +161,16 @@ def extract(images: str, model: str, out: str, weights: str | None, batch_size: 
     from neardup.extract.pipeline import extract_features
 
     report = extract_features(images, out, model, weights=weights, batch_size=batch_size, workers=workers,
-                              device=device, amp=amp, engine=engine, input_size=input_size, shard_size=shard_size,
-                              dtype=dtype, overwrite=overwrite, globs=globs,
+                              device=device, amp=amp, engine=engine, input_size=input_size, layer=layer,
+                              shard_size=shard_size,
+                              dtype=dtype, overwrite=overwrite, globs=globs, normalize=normalize, whiten=whiten,
+                              whiten_sample=whiten_sample, transform_from=transform_from,
                               **({"max_pixels": max_pixels} if max_pixels else {}))
     save_config(out, "extract", {"images": images, "model": model, "weights": weights, "batch_size": batch_size,
-                                 "device": device, "amp": amp, "engine": engine, "input_size": input_size,
+                                 "device": device, "amp": amp, "engine": engine, "input_size": input_size, "layer": layer,
                                  "shard_size": shard_size, "dtype": dtype, "glob": list(globs),
-                                 "max_pixels": max_pixels})
+                                 "max_pixels": max_pixels, "normalize": normalize, "whiten": whiten,
+                                 "whiten_sample": whiten_sample, "transform_from": transform_from})
     resumed = f", resumed after {report.resumed_shards} shard(s)" if report.resumed_shards else ""
     click.echo(f"{report.count} images -> {out} ({report.model}, {report.images_per_s:.1f} img/s{resumed}); "
                f"{len(report.skipped)} skipped")
@@ -165,18 +184,34 @@ def extract(images: str, model: str, out: str, weights: str | None, batch_size: 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def models(as_json: bool) -> None:
-    """List every registered model: features, preprocessing, weights."""
+@click.option("--no-params", is_flag=True, help="Skip counting parameters (counted on the meta device, a few seconds).")
+def models(as_json: bool, no_params: bool) -> None:
+    """List every registered model: dimension, parameters, preprocessing, weights and whether they are here."""
     from neardup.extract.registry import list_models
+    from neardup.extract.zoo_info import model_rows
 
-    cfgs = list_models()
+    rows = model_rows(with_params=not no_params)
     if as_json:
-        click.echo(json.dumps([c.to_dict() for c in cfgs], indent=2))
+        dicts = {c.name: c.to_dict() for c in list_models()}
+        click.echo(json.dumps([{**dicts[r["name"]], **r} for r in rows], indent=2))
         return
-    click.echo(f"{'name':<20} {'dim':>5} {'metric':<8} {'input':<9} weights")
-    for c in cfgs:
-        size = f"{c.resize_size}/{c.input_size}" if c.kind == "torch" else "-"
-        click.echo(f"{c.name:<20} {c.num_features:>5} {c.metric:<8} {size:<9} {c.weights_hint}")
+    cfgs = {c.name: c for c in list_models()}
+    w = max(len(r["name"]) for r in rows) + 1
+    click.echo(f"{'name':<{w}} {'dim':>5} {'params':>7} {'local':<5} {'input':<24} weights")
+    for r in rows:
+        params = "-" if r["params"] is None else f"{r['params']:.1f}M"
+        dim = str(r["dim"]) if r["dim"] else "base"
+        click.echo(f"{r['name']:<{w}} {dim:>5} {params:>7} {'yes' if r['found_locally'] else 'no':<5} "
+                   f"{_input_summary(cfgs[r['name']]):<24} {r['weights_format']}")
+
+
+def _input_summary(c: Any) -> str:
+    """e.g. '256/224 bicubic imagenet': resize/crop, interpolation, normalisation."""
+    if c.kind != "torch":
+        return "-"
+    norm = {((0.0,) * 3, (1.0,) * 3): "[0,1]", ((0.5,) * 3, (0.5,) * 3): "[-1,1]"}.get(
+        (tuple(c.mean), tuple(c.std)), "imagenet" if tuple(c.mean) == (0.485, 0.456, 0.406) else "custom")
+    return f"{c.resize_size}/{c.input_size} {c.interpolation} {norm}"
 
 
 # --------------------------------------------------------------------------- search
@@ -185,13 +220,22 @@ def search() -> None:
     """Nearest-neighbour retrieval of queries against a database of features."""
 
 
+def retrieval_set_options(fn: Any) -> Any:
+    """--database/--queries/--distractors/--manifest: the inputs of every retrieval evaluation."""
+    for opt in reversed([
+        click.option("--database", required=True, type=click.Path(), help="Feature folder of the original images."),
+        click.option("--queries", required=True, type=click.Path(), help="Feature folder of the attacked queries."),
+        click.option("--distractors", multiple=True, type=click.Path(), help="Extra feature folders added to the database."),
+        click.option("--manifest", type=click.Path(), default=None,
+                     help="Ground truth [default: manifest.csv of the folder the queries came from]."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
 @search.command("exact")
 @config_option
-@click.option("--database", required=True, type=click.Path(), help="Feature folder of the original images.")
-@click.option("--queries", required=True, type=click.Path(), help="Feature folder of the attacked queries.")
-@click.option("--distractors", multiple=True, type=click.Path(), help="Extra feature folders added to the database.")
-@click.option("--manifest", type=click.Path(), default=None,
-              help="Ground truth [default: manifest.csv of the folder the queries came from].")
+@retrieval_set_options
 @click.option("--metric", type=click.Choice(["cosine", "l2"]), default=None,
               help="For float features [default: cosine]; hashes always use hamming.")
 @click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True)

@@ -79,3 +79,16 @@ def test_python_dash_m(tmp_path):
 
     res = subprocess.run([sys.executable, "-m", "neardup", "--version"], capture_output=True, text=True, check=True)
     assert "neardup" in res.stdout
+
+
+def test_saved_config_feeds_back_with_config(image_dir, tmp_path):
+    """Any run can be repeated from the config.yaml it wrote (option names, not only parameter names)."""
+    q = tmp_path / "q"
+    run("attack", image_dir, q, "--attacks", "default", "--format", "png", "--workers", "1")
+    # repeat it from its own config.yaml, into a new folder
+    res = run("attack", image_dir, tmp_path / "q2", "--config", q / "config.yaml")
+    assert "x 58 attacks" in res.output
+    assert sorted(p.name for p in (tmp_path / "q2").glob("*.png")) == sorted(p.name for p in q.glob("*.png"))
+    run("extract", image_dir, "--out", tmp_path / "f", "--model", "phash", "--workers", "0", "--glob", "*.png")
+    run("extract", image_dir, "--out", tmp_path / "f2", "--config", tmp_path / "f" / "config.yaml")
+    assert json.loads((tmp_path / "f2" / "meta.json").read_text())["model"] == "phash"

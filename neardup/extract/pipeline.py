@@ -96,6 +96,7 @@ def _job_record(extractor: Any, paths: list[str], shard_size: int, dtype: str) -
     digest = hashlib.sha256("\n".join(paths).encode()).hexdigest()
     d = extractor.describe()
     return {"model": d["model"], "preprocessing": d["preprocessing"], "num_features": d["num_features"],
+            "feature_layer": d["feature_layer"],
             "shard_size": shard_size, "n_inputs": len(paths), "inputs_sha256": digest, "dtype": dtype}
 
 
@@ -108,11 +109,16 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, model: str 
                      weights: str | None = None, batch_size: int = 32, workers: int | None = None,
                      device: str | None = None, amp: str | None = None, shard_size: int = 10000,
                      dtype: str = "float32", max_pixels: int = DEFAULT_MAX_PIXELS, overwrite: bool = False,
-                     input_size: int | None = None, engine: str = "auto", globs: tuple[str, ...] | list[str] = (), show_progress: bool = True, extractor: Any = None) -> ExtractReport:
+                     input_size: int | None = None, engine: str = "auto", globs: tuple[str, ...] | list[str] = (),
+                     normalize: bool = False, whiten: int | None = None, whiten_sample: int = 100_000,
+                     transform_from: str | None = None, layer: str | None = None, show_progress: bool = True, extractor: Any = None) -> ExtractReport:
     """Extract features of every image in ``src`` into the feature store ``out``.
 
     A re-run with the same arguments resumes after the last committed shard.
-    ``extractor`` may be passed in to reuse a loaded model. ``engine`` is
+    ``normalize`` / ``whiten`` fit an L2 / PCA-whitening transform on a
+    sample of ``whiten_sample`` features and store it (``transform.npz``);
+    ``transform_from`` reuses the transform of another feature folder (for
+    queries). ``extractor`` may be passed in to reuse a loaded model. ``engine`` is
     ``torch``, ``onnx`` or ``auto`` (ONNX Runtime on CPU when its export
     matches PyTorch within 1e-4; the engine is not part of the job record,
     since both give the same features).
@@ -130,10 +136,14 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, model: str 
     info = dist.init(device)  # before the model is built: pins each rank to its own GPU
     ext = extractor
     if ext is None:
-        ext = create_extractor(model, weights=weights, device=device, amp=amp, input_size=input_size)
+        ext = create_extractor(model, weights=weights, device=device, amp=amp, input_size=input_size, layer=layer)
         ext.engine = attach(ext, engine)
     out = Path(out)
+    if (normalize or whiten or transform_from) and ext.metric == "hamming":
+        raise UsageError("--normalize/--whiten/--transform-from apply to float features, not to hashes")
     job = _job_record(ext, paths, shard_size, dtype)
+    job["postprocess"] = {"normalize": normalize, "whiten": whiten, "whiten_sample": whiten_sample,
+                          "transform_from": str(transform_from) if transform_from else None}
     # rank 0 validates and prepares the output; every rank learns the verdict (no one hangs on an error)
     verdict = None
     if info.is_main:
@@ -197,7 +207,8 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, model: str 
     verdict = None
     if info.is_main:
         try:
-            _write_meta(out, ext, paths, root, problems, n_shards, shard_size, np.dtype(np_dtype))
+            post = _fit_postprocess(out, n_shards, normalize, whiten, whiten_sample, transform_from)
+            _write_meta(out, ext, paths, root, problems, n_shards, shard_size, np.dtype(np_dtype), post)
         except UsageError as exc:
             verdict = str(exc)
     verdict = dist.broadcast_object(verdict)
@@ -226,8 +237,25 @@ def _prepare_output(out: Path, job: dict[str, Any], overwrite: bool) -> None:
     atomic_write_json(out / "job.json", job)
 
 
+def _fit_postprocess(out: Path, n_shards: int, normalize: bool, whiten: int | None, whiten_sample: int,
+                     transform_from: str | None) -> dict[str, Any] | None:
+    """Fit (or copy) the stored feature transform once every shard is committed."""
+    from neardup.extract.postprocess import FILE, fit_transform, load_from, sample_rows
+
+    (out / FILE).unlink(missing_ok=True)
+    if transform_from:
+        tf = load_from(transform_from)
+    elif normalize or whiten:
+        arrays = [np.load(out / "shards" / f"{shard_name(i)}.npy", mmap_mode="r") for i in range(n_shards)]
+        tf = fit_transform(sample_rows(arrays, whiten_sample), l2=True, whiten_dim=whiten)
+    else:
+        return None
+    tf.save(out / FILE)
+    return {**tf.describe(), "fitted_on": str(transform_from) if transform_from else "this folder"}
+
+
 def _write_meta(out: Path, ext: Any, paths: list[str], root: str, problems: list[dict[str, str]], n_shards: int,
-                shard_size: int, np_dtype: np.dtype) -> None:
+                shard_size: int, np_dtype: np.dtype, post: dict[str, Any] | None = None) -> None:
     """Merge the committed shards' records into meta.json (rank 0 only)."""
     records = [committed_shard(out, i) for i in range(n_shards)]
     missing = [shard_name(i) for i, r in enumerate(records) if r is None]
@@ -241,6 +269,30 @@ def _write_meta(out: Path, ext: Any, paths: list[str], root: str, problems: list
     stored = desc["dtype"] if ext.metric == "hamming" else str(np_dtype)
     meta = {"schema": SCHEMA, "neardup_version": __version__, **desc, "dtype": stored, "count": count,
             "n_inputs": len(paths), "root": os.path.abspath(root), "shards": [shard_name(i) for i in range(n_shards)],
-            "shard_size": shard_size, "skipped": skipped, "input_problems": problems,
+            "shard_size": shard_size, "skipped": skipped, "input_problems": problems, "transform": post,
+            "output_dim": post["whiten_dim"] if post and post.get("whiten_dim") else desc["num_features"],
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     atomic_write_json(out / "meta.json", meta)
+
+
+def encode_paths(ext: Any, paths: list[str], batch_size: int = 32, workers: int | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, show_progress: bool = False,
+                 desc: str = "encode") -> tuple[np.ndarray, np.ndarray]:
+    """Features of ``paths`` in memory (for validation and queries; nothing written).
+
+    Returns:
+        (features of the readable images in input order, their indices into ``paths``).
+    """
+    workers = default_workers() if workers is None else workers
+    loader = DataLoader(ImageDataset(paths, ext.transform, ext.draft_size, max_pixels), batch_size=batch_size,
+                        num_workers=workers, collate_fn=collate, prefetch_factor=4 if workers else None)
+    feats, idx = [], []
+    with progress(total=len(paths), desc=desc, unit="img", disable=not show_progress) as bar:
+        for local_idx, batch, bad in loader:
+            if batch is not None:
+                feats.append(ext.encode(batch))
+                idx.extend(local_idx)
+            bar.update(len(local_idx) + len(bad))
+    width = ext.num_features // 8 if ext.metric == "hamming" else ext.num_features
+    out = np.concatenate(feats) if feats else np.zeros((0, width), dtype=ext.dtype)
+    return out, np.asarray(idx, dtype=np.int64)

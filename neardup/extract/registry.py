@@ -102,6 +102,10 @@ def create_extractor(name: str, **kwargs: Any) -> Any:
     """
     cfg = get_model_cfg(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if "layer" in kwargs and "layers" not in cfg.extra:
+        raise UsageError(f"--layer is not available for {name}: its features come from one layer ({cfg.feature_layer})")
+    if "layer" in kwargs and kwargs["layer"] not in cfg.extra["layers"]:
+        raise UsageError(f"unknown --layer {kwargs['layer']!r} for {name}; choose from {', '.join(cfg.extra['layers'])}")
     overrides = {k: kwargs.pop(k) for k in ("input_size", "resize_size") if k in kwargs}
     if "input_size" in overrides and "resize_size" not in overrides:
         # keep the model's crop ratio when only the crop size changes

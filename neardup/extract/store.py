@@ -88,7 +88,15 @@ class FeatureStore:
 
     @property
     def dim(self) -> int:
-        return int(self.meta["num_features"])
+        """Dimension of what ``features()`` returns (after any stored transform)."""
+        return int(self.meta.get("output_dim") or self.meta["num_features"])
+
+    @cached_property
+    def transform(self) -> Any:
+        from neardup.extract.postprocess import FILE, FeatureTransform
+
+        path = self.root / FILE
+        return FeatureTransform.load(path) if path.is_file() else None
 
     def __len__(self) -> int:
         return int(self.meta["count"])
@@ -104,7 +112,15 @@ class FeatureStore:
         return [np.load(self.root / "shards" / f"{s}.npy", mmap_mode="r") for s in self.meta["shards"]]
 
     def features(self) -> np.ndarray:
-        """All features; memory-mapped when there is a single non-empty shard."""
+        """All features, with the stored transform (L2 / PCA whitening) applied if there is one.
+
+        Without a transform, a single non-empty shard is returned memory-mapped.
+        """
+        if self.transform is not None:
+            return self.transform.apply(self.raw_features())
+        return self.raw_features()
+
+    def raw_features(self) -> np.ndarray:
         arrays = [a for a in self.shard_arrays() if a.shape[0]]
         if len(arrays) == 1:
             return arrays[0]

@@ -41,6 +41,10 @@ class RetrievalSet:
 def _check_compatible(stores: list[FeatureStore]) -> None:
     ref = stores[0]
     for s in stores[1:]:
+        digest = lambda st: st.transform.digest() if st.transform is not None else None  # noqa: E731
+        if digest(s) != digest(ref):
+            raise UsageError(f"feature folders disagree: {ref.root} and {s.root} use different stored transforms "
+                             f"(extract queries and distractors with --transform-from {ref.root})")
         if (s.model, s.dim, s.meta.get("preprocessing")) != (ref.model, ref.dim, ref.meta.get("preprocessing")):
             raise UsageError(f"feature folders disagree: {ref.root} is {ref.model} ({ref.dim}-d) but "
                              f"{s.root} is {s.model} ({s.dim}-d) or uses other preprocessing")

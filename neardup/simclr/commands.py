@@ -1,0 +1,112 @@
+"""``neardup finetune`` and ``neardup evaluate-finetuning``.
+
+The finetune options are generated from :class:`FinetuneConfig`'s fields, so the
+flags, the YAML keys (``--config run.yaml``) and the library stay one list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+import click
+
+from neardup.simclr.train import FinetuneConfig
+
+HELP = {
+    "model": "Encoder from `neardup models`.",
+    "weights": "Checkpoint for the encoder (default: the model's bundled/pretrained weights).",
+    "epochs": "Training epochs.", "batch_size": "Images per process and step (2 views each).",
+    "image_size": "Training view size (evaluation uses the model's own size).",
+    "optimizer": "adamw (default, small-batch CPU recipe), lars (large-batch GPU runs) or adam.",
+    "lr": "Encoder learning rate (before --lr-scaling).", "head_lr": "Projection-head learning rate.",
+    "lr_scaling": "none, linear (x batch/256, SimCLR's LARS rule) or sqrt (x sqrt(batch)).",
+    "warmup_epochs": "Linear warm-up length, then cosine decay (stepped per iteration).",
+    "temperature": "NT-Xent temperature.", "koleo": "Weight of the SSCD KoLeo entropy regulariser (0 = off).",
+    "head_layers": "2 (SimCLR v1 head) or 3 (v2).", "proj_dim": "Projection output dimension.",
+    "freeze_bn": "Keep BatchNorm statistics fixed.", "freeze_stages": "Freeze the stem and this many stages.",
+    "sync_bn": "SyncBatchNorm across processes (DDP).",
+    "attacks": "Attack set for the views: default, biomedical or a YAML file.",
+    "attack_prob": "Probability that a view gets a random attack before the SimCLR augmentations.",
+    "jitter": "Colour-jitter strength of the SimCLR augmentations.", "min_scale": "Smallest random-crop area.",
+    "seed": "Seed of views, order and initialisation.", "workers": "View-making processes [default: cores - 1].",
+    "device": "auto, cpu or cuda.", "amp": "auto (bf16 on GPU), off, bf16 or fp16.",
+    "channels_last": "channels_last memory format (faster on CPU and GPU).",
+    "accumulate": "Gradient-accumulation steps.",
+    "val_queries": "Attacked validation folder (with manifest.csv) for per-epoch recall@1/µAP.",
+    "val_database": "The originals of the validation queries.", "val_distractors": "Distractor folders (repeatable).",
+    "val_every": "Validate every N epochs.", "val_max_queries": "Validate on a fixed random subset (0 = all).",
+    "keep_encoders": "Export the encoder at each validated epoch (for evaluate-finetuning).",
+    "resume": "Continue the run in --out from its last checkpoint.",
+    "max_steps": "Stop after this many optimizer steps (0 = no limit).",
+}
+
+
+def _options(fn: Any) -> Any:
+    hints = typing.get_type_hints(FinetuneConfig)
+    for f in reversed(dataclasses.fields(FinetuneConfig)):
+        if f.name in ("images", "out"):
+            continue
+        name = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if hint is bool:
+            opt = click.option(f"{name}/--no-{f.name.replace('_', '-')}", default=default, show_default=True,
+                               help=HELP.get(f.name, ""))
+        elif f.name == "val_distractors":
+            opt = click.option(name, multiple=True, help=HELP.get(f.name, ""))
+        else:
+            base = next((t for t in (int, float, str) if t in typing.get_args(hint) or hint is t), str)
+            opt = click.option(name, type=base, default=default, show_default=default is not None,
+                               help=HELP.get(f.name, ""))
+        fn = opt(fn)
+    return fn
+
+
+def register(main: click.Group, search: click.Group) -> None:
+    from neardup.cli import config_option, save_config
+
+    @main.command("finetune")
+    @click.argument("images", type=click.Path())
+    @config_option
+    @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
+    @_options
+    def finetune_cmd(images: str, out: str, **kw: Any) -> None:
+        """SimCLR-style NT-Xent fine-tuning of an encoder on attack views of IMAGES.
+
+        One process: `neardup finetune ...`; several: `torchrun --nproc-per-node N -m neardup finetune ...`.
+        Each epoch writes RUN_DIR/checkpoint.pt atomically; --resume continues exactly.
+        """
+        from neardup.simclr.train import finetune
+
+        kw["val_distractors"] = list(kw.get("val_distractors") or [])
+        cfg = FinetuneConfig(images=images, out=out, **kw)
+        report = finetune(cfg)
+        save_config(out, "finetune", dataclasses.asdict(cfg))
+        click.echo(f"{report.steps} steps in {report.seconds / 60:.1f} min -> {out}/best.pt")
+        before = next((h for h in report.history if h["epoch"] == -1), None)
+        if before and report.best:
+            click.echo(f"validation ({before['n_queries']} queries): recall@1 {before['recall@1']:.4f} -> "
+                       f"{report.best['recall@1']:.4f}, µAP {before['muAP']:.4f} -> {report.best['muAP']:.4f} "
+                       f"(before -> best epoch {report.best_epoch})")
+
+    @main.command("evaluate-finetuning")
+    @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+    @click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(dir_okay=False),
+                  help="Encoder files to evaluate [default: the base model and every RUN_DIR/encoders/epoch_*.pt].")
+    @click.option("--val-queries", default=None, help="[default: the run's own]")
+    @click.option("--val-database", default=None, help="[default: the run's own]")
+    @click.option("--val-distractors", multiple=True, help="[default: the run's own]")
+    @click.option("--out", default=None, type=click.Path(file_okay=False), help="[default: RUN_DIR/evaluation]")
+    def evaluate_cmd(run_dir: str, checkpoints: tuple[str, ...], val_queries: str | None, val_database: str | None,
+                     val_distractors: tuple[str, ...], out: str | None) -> None:
+        """Recall@1/µAP and the cluster-geometry diagnostics (diameter, separation, dispersion,
+        centroid distance, SN1, SN2) of chosen checkpoints; JSON + evolution plot."""
+        from neardup.simclr.diagnostics import evaluate_run
+
+        res = evaluate_run(run_dir, list(checkpoints), val_queries, val_database, list(val_distractors), out)
+        for row in res["checkpoints"]:
+            click.echo(f"{row['name']:<16} R@1 {row['recall@1']:.4f}  µAP {row['muAP']:.4f}  "
+                       f"SN1 {row['geometry']['SN1']['median']:.3f}  SN2 {row['geometry']['SN2']['median']:.3f}")
+        click.echo(f"wrote {res['json']} and {res['plot']}")

@@ -1,0 +1,172 @@
+"""`neardup evaluate-finetuning`: retrieval and cluster geometry of a run's checkpoints.
+
+A ground-truth group is one original image plus all its attacked copies. On
+L2-normalised features (Euclidean distance), per group:
+
+- diameter: the largest distance between two members;
+- dispersion: the mean distance of the members to the group centroid;
+- separation: the smallest distance from a member to any non-member (other groups and distractors);
+- centroid distance: from the group centroid to the nearest other group centroid;
+- SN1 = diameter / separation and SN2 = dispersion / centroid distance: below 1, the group
+  stands apart from everything else, which is what fine-tuning should achieve.
+
+These are the diagnostics the original study plotted across epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neardup.errors import UsageError
+from neardup.io_utils import atomic_write_json
+
+SCHEMA = "neardup.finetune.evaluation/1"
+GEOMETRY = ("diameter", "dispersion", "separation", "centroid_distance", "SN1", "SN2")
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def group_geometry(feats: np.ndarray, groups: np.ndarray, others: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-group geometry.
+
+    Args:
+        feats: (N, D) features of every group member.
+        groups: (N,) group label of each row (>= 0).
+        others: (M, D) features that belong to no group (distractors).
+
+    Returns:
+        {name: (G,) array} for every entry of GEOMETRY, groups in sorted label order.
+    """
+    x = _normalize(feats)
+    extra = _normalize(others) if others is not None and len(others) else np.zeros((0, x.shape[1]), np.float32)
+    labels = np.unique(groups)
+    cents = np.stack([x[groups == g].mean(0) for g in labels])
+    sq = (x ** 2).sum(1)
+    sq_extra = (extra ** 2).sum(1)
+    out = {k: np.zeros(len(labels)) for k in GEOMETRY}
+    cd = np.sqrt(np.maximum(((cents[:, None, :] - cents[None]) ** 2).sum(-1), 0))
+    np.fill_diagonal(cd, np.inf)
+    for gi, g in enumerate(labels):
+        m = groups == g
+        xm = x[m]
+        d_in = np.sqrt(np.maximum(sq[m][:, None] + sq[m][None] - 2 * xm @ xm.T, 0))
+        d_out = np.sqrt(np.maximum(sq[m][:, None] + sq[~m][None] - 2 * xm @ x[~m].T, 0)) if (~m).any() else np.full((m.sum(), 1), np.inf)
+        sep = d_out.min()
+        if len(extra):
+            sep = min(sep, np.sqrt(np.maximum(sq[m][:, None] + sq_extra[None] - 2 * xm @ extra.T, 0)).min())
+        out["diameter"][gi] = d_in.max()
+        out["dispersion"][gi] = np.linalg.norm(xm - cents[gi], axis=1).mean()
+        out["separation"][gi] = sep
+        out["centroid_distance"][gi] = cd[gi].min() if len(labels) > 1 else np.inf
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["SN1"] = out["diameter"] / out["separation"]
+        out["SN2"] = out["dispersion"] / out["centroid_distance"]
+    return out
+
+
+def summarize(values: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    return {k: {"mean": float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan"),
+                "median": float(np.median(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan"),
+                "fraction_below_1": float(np.mean(v < 1)) if k in ("SN1", "SN2") else float("nan")}
+            for k, v in values.items()}
+
+
+def evaluate_run(run_dir: str, checkpoints: list[str], val_queries: str | None, val_database: str | None,
+                 val_distractors: list[str], out: str | None = None) -> dict[str, Any]:
+    """Evaluate checkpoints of ``run_dir``; writes evaluation.json, geometry .npz and evolution.png."""
+    from neardup.extract.registry import create_extractor
+    from neardup.simclr.model import load_encoder
+    from neardup.simclr.validate import Validator, score
+
+    run = Path(run_dir)
+    cfg_path = run / "config.json"
+    if not cfg_path.is_file():
+        raise UsageError(f"{run} is not a neardup finetune run (no config.json)")
+    cfg = json.loads(cfg_path.read_text("utf-8"))
+    val_queries = val_queries or cfg.get("val_queries")
+    val_database = val_database or cfg.get("val_database")
+    val_distractors = val_distractors or cfg.get("val_distractors") or []
+    if not (val_queries and val_database):
+        raise UsageError("no validation set: pass --val-queries and --val-database (the run had none)")
+    validator = Validator(val_queries, val_database, val_distractors)
+    items: list[tuple[str, int, Any]] = []
+    if checkpoints:
+        for c in checkpoints:
+            items.append((Path(c).stem, _epoch_of(c), c))
+    else:
+        items.append(("base", 0, None))
+        for c in sorted((run / "encoders").glob("epoch_*.pt")):
+            items.append((c.stem, _epoch_of(str(c)), str(c)))
+    out_dir = Path(out) if out else run / "evaluation"
+    rows, arrays = [], {}
+    for name, epoch, path in items:
+        if path is None:
+            encoder, mcfg = load_encoder(cfg["model"], cfg.get("weights"))
+        else:
+            ext = create_extractor("finetuned", weights=path, device="cpu")
+            encoder, mcfg = ext.model, ext.cfg
+        f = validator.features(encoder, mcfg)
+        s = score(f, validator.db_ids, validator.rows, len(validator.distractor_paths))
+        feats, groups = _group_members(f, validator)
+        geo = group_geometry(feats, groups, f["distractors"][0])
+        arrays.update({f"{name}/{k}": v for k, v in geo.items()})
+        rows.append({"name": name, "epoch": epoch, "recall@1": s["recall@1"], "muAP": s["muAP"], "mAP": s["mAP"],
+                     "per_family": s["per_family"], "geometry": summarize(geo)})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "evaluation.json"
+    atomic_write_json(json_path, {"schema": SCHEMA, "run": str(run), "checkpoints": rows})
+    np.savez(out_dir / "geometry.npz", **{k.replace("/", "__"): v for k, v in arrays.items()})
+    plot_path = out_dir / "evolution.png"
+    plot_evolution(rows, plot_path)
+    return {"checkpoints": rows, "json": str(json_path), "plot": str(plot_path)}
+
+
+def _epoch_of(path: str) -> int:
+    m = re.search(r"epoch_(\d+)", path)
+    return int(m.group(1)) if m else -1
+
+
+def _group_members(f: dict[str, Any], validator: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Originals and their queries, labelled by original."""
+    db_f, db_idx = f["db"]
+    q_f, q_idx = f["queries"]
+    ids = [validator.db_ids[i] for i in db_idx]
+    label = {k: i for i, k in enumerate(ids)}
+    q_lab = np.asarray([label.get(validator.rows[i].source, -1) for i in q_idx])
+    keep = q_lab >= 0
+    return np.concatenate([db_f, q_f[keep]]), np.concatenate([np.arange(len(ids)), q_lab[keep]])
+
+
+def plot_evolution(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    axes[0].plot(x, [r["recall@1"] for r in rows], "o-", label="recall@1")
+    axes[0].plot(x, [r["muAP"] for r in rows], "s-", label="µAP")
+    axes[0].set_title("retrieval")
+    for k in ("diameter", "dispersion", "separation", "centroid_distance"):
+        axes[1].plot(x, [r["geometry"][k]["median"] for r in rows], "o-", label=k)
+    axes[1].set_title("group geometry (median over groups)")
+    for k in ("SN1", "SN2"):
+        axes[2].plot(x, [r["geometry"][k]["median"] for r in rows], "o-", label=f"{k} median")
+    axes[2].axhline(1.0, color="grey", lw=0.8, ls="--")
+    axes[2].set_title("SN1 = diameter/separation, SN2 = dispersion/centroid dist.")
+    for ax in axes:
+        ax.set_xlabel("epoch (0 = before fine-tuning)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
