@@ -135,6 +135,7 @@ def attack(src: str | None, dst: str | None, attack_configs: tuple[str, ...], se
 @click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
               help="auto: ONNX Runtime on CPU when its export matches PyTorch within 1e-4.")
 @click.option("--input-size", type=click.IntRange(16), default=None, help="Override the model's crop size.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (PyTorch engine; for long GPU runs).")
 @click.option("--layer", default=None, help="Feature layer, for models that offer several (SimCLR v2: backbone, "
               "head0, head1, head2) [default: backbone].")
 @click.option("--shard-size", type=click.IntRange(1), default=10000, show_default=True)
@@ -151,7 +152,8 @@ def attack(src: str | None, dst: str | None, attack_configs: tuple[str, ...], se
               help="Apply the transform fitted on another feature folder (extract queries like their database).")
 @click.option("--overwrite", is_flag=True, help="Discard an existing output and start over.")
 def extract(images: str, model: str, out: str, weights: str | None, batch_size: int, workers: int | None,
-            device: str, amp: str, engine: str, input_size: int | None, layer: str | None, shard_size: int, dtype: str,
+            device: str, amp: str, engine: str, input_size: int | None, compile_: bool, layer: str | None,
+            shard_size: int, dtype: str,
             globs: tuple[str, ...], max_pixels: int | None, normalize: bool, whiten: int | None, whiten_sample: int,
             transform_from: str | None, overwrite: bool) -> None:
     """Extract features of IMAGES (a folder, a text file of paths, or a manifest.csv) into --out.
@@ -161,13 +163,14 @@ def extract(images: str, model: str, out: str, weights: str | None, batch_size: 
     from neardup.extract.pipeline import extract_features
 
     report = extract_features(images, out, model, weights=weights, batch_size=batch_size, workers=workers,
-                              device=device, amp=amp, engine=engine, input_size=input_size, layer=layer,
+                              device=device, amp=amp, engine=engine, input_size=input_size, layer=layer, compile=compile_,
                               shard_size=shard_size,
                               dtype=dtype, overwrite=overwrite, globs=globs, normalize=normalize, whiten=whiten,
                               whiten_sample=whiten_sample, transform_from=transform_from,
                               **({"max_pixels": max_pixels} if max_pixels else {}))
     save_config(out, "extract", {"images": images, "model": model, "weights": weights, "batch_size": batch_size,
                                  "device": device, "amp": amp, "engine": engine, "input_size": input_size, "layer": layer,
+                                 "compile": compile_,
                                  "shard_size": shard_size, "dtype": dtype, "glob": list(globs),
                                  "max_pixels": max_pixels, "normalize": normalize, "whiten": whiten,
                                  "whiten_sample": whiten_sample, "transform_from": transform_from})

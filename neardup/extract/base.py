@@ -51,7 +51,7 @@ class TorchExtractor:
     """A network whose forward returns pooled features (B, D)."""
 
     def __init__(self, cfg: ModelCfg, model: torch.nn.Module, device: str | None = None,
-                 amp: str | None = None, channels_last: bool | None = None):
+                 amp: str | None = None, channels_last: bool | None = None, compile: bool = False):
         self.cfg = cfg
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
@@ -61,6 +61,8 @@ class TorchExtractor:
         self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if compile:  # torch.compile: worth it on GPUs for long runs; the first batches pay the compilation
+            self.model = torch.compile(self.model)
         self.transform = build_transform(cfg)
         self.onnx: Any = None  # set by neardup.extract.onnx_engine.attach
         self.engine = "torch"

@@ -111,7 +111,8 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, model: str 
                      dtype: str = "float32", max_pixels: int = DEFAULT_MAX_PIXELS, overwrite: bool = False,
                      input_size: int | None = None, engine: str = "auto", globs: tuple[str, ...] | list[str] = (),
                      normalize: bool = False, whiten: int | None = None, whiten_sample: int = 100_000,
-                     transform_from: str | None = None, layer: str | None = None, show_progress: bool = True, extractor: Any = None) -> ExtractReport:
+                     transform_from: str | None = None, layer: str | None = None, compile: bool = False,
+                     show_progress: bool = True, extractor: Any = None) -> ExtractReport:
     """Extract features of every image in ``src`` into the feature store ``out``.
 
     A re-run with the same arguments resumes after the last committed shard.
@@ -136,8 +137,9 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, model: str 
     info = dist.init(device)  # before the model is built: pins each rank to its own GPU
     ext = extractor
     if ext is None:
-        ext = create_extractor(model, weights=weights, device=device, amp=amp, input_size=input_size, layer=layer)
-        ext.engine = attach(ext, engine)
+        ext = create_extractor(model, weights=weights, device=device, amp=amp, input_size=input_size, layer=layer,
+                               compile=compile or None)
+        ext.engine = attach(ext, "torch" if compile else engine)
     out = Path(out)
     if (normalize or whiten or transform_from) and ext.metric == "hamming":
         raise UsageError("--normalize/--whiten/--transform-from apply to float features, not to hashes")
