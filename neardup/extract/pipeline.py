@@ -100,6 +100,13 @@ def _job_record(extractor: Any, paths: list[str], shard_size: int, dtype: str) -
             "shard_size": shard_size, "n_inputs": len(paths), "inputs_sha256": digest, "dtype": dtype}
 
 
+def _loader(ext: Any, paths: list[str], batch_size: int, workers: int, max_pixels: int) -> DataLoader:
+    """Decode + preprocess in ``workers`` processes, batches prefetched while the model runs."""
+    return DataLoader(ImageDataset(paths, ext.transform, ext.draft_size, max_pixels), batch_size=batch_size,
+                      num_workers=workers, collate_fn=collate, pin_memory=ext.device.type == "cuda",
+                      prefetch_factor=4 if workers else None)
+
+
 def default_workers() -> int:
     """One decode worker per spare core (at least 1, at most 8)."""
     return max(1, min(8, (os.cpu_count() or 2) - 1))
@@ -164,10 +171,7 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, model: str 
     todo_idx = [j for i in todo for j in range(i * shard_size, min(len(paths), (i + 1) * shard_size))]
     my_total = sum(min(len(paths), (i + 1) * shard_size) - i * shard_size for i in mine)
     workers = default_workers() if workers is None else workers
-    ds = ImageDataset([paths[j] for j in todo_idx], ext.transform, ext.draft_size, max_pixels)
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate,
-                        pin_memory=ext.device.type == "cuda", prefetch_factor=4 if workers else None,
-                        persistent_workers=False)
+    loader = _loader(ext, [paths[j] for j in todo_idx], batch_size, workers, max_pixels)
     np_dtype = np.uint8 if ext.dtype == np.uint8 else np.dtype(dtype)
     width = ext.num_features // 8 if ext.metric == "hamming" else ext.num_features
     pending: dict[int, dict[str, Any]] = {i: {"feats": {}, "bad": {}} for i in todo}
@@ -286,8 +290,7 @@ def encode_paths(ext: Any, paths: list[str], batch_size: int = 32, workers: int 
         (features of the readable images in input order, their indices into ``paths``).
     """
     workers = default_workers() if workers is None else workers
-    loader = DataLoader(ImageDataset(paths, ext.transform, ext.draft_size, max_pixels), batch_size=batch_size,
-                        num_workers=workers, collate_fn=collate, prefetch_factor=4 if workers else None)
+    loader = _loader(ext, paths, batch_size, workers, max_pixels)
     feats, idx = [], []
     with progress(total=len(paths), desc=desc, unit="img", disable=not show_progress) as bar:
         for local_idx, batch, bad in loader:

@@ -29,7 +29,7 @@ from neardup.progress import progress
 from neardup.simclr.loss import ContrastiveObjective
 from neardup.simclr.model import SimCLRModel, export_encoder, freeze_batchnorm, freeze_stages, load_encoder
 from neardup.simclr.optim import build_optimizer, build_scheduler, scaled_lr
-from neardup.simclr.views import TwoViewDataset, ViewConfig, ViewMaker, describe
+from neardup.simclr.views import TwoViewDataset, ViewConfig, ViewMaker
 
 CHECKPOINT = "checkpoint.pt"
 

@@ -90,7 +90,6 @@ def test_input_size_override_keeps_crop_ratio():
 
 @pytest.mark.parametrize("name", [n for n, m in MODELS.items() if m.cfg.kind == "hash"])
 def test_hashes_are_64_packed_bits_and_match_imagehash(name, sample_photo):
-    import imagehash
 
     from neardup.extract.models.hashes import HASHES
 

@@ -20,15 +20,9 @@ from neardup.extract.registry import create_extractor
 from tests.conftest import make_image
 from tests.extract.test_zoo_simclr import randomize
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 BN = (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"), ("running_var", "moving_variance"))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared 2-core CPU: one thread avoids OpenMP spin contention
-    yield
-    torch.set_num_threads(n)
 
 
 # --------------------------------------------------------------------------- SimCLR TF1

@@ -11,13 +11,7 @@ from neardup.extract.registry import MODELS, create_extractor
 from tests.conftest import make_image
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The test CPU is shared: two spinning OpenMP threads on a busy 2-core box run ~20x slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # SimCLR v2 README table "Param (M)" (backbone without the supervised fc and projection head)

@@ -9,17 +9,11 @@ from neardup.extract.models.torchvision_models import EXTRA
 from neardup.extract.registry import MODELS, create_extractor
 from tests.conftest import make_image
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ENUMS = {"wide_resnet50_2": "Wide_ResNet50_2_Weights", "wide_resnet101_2": "Wide_ResNet101_2_Weights",
          "inception_v3": "Inception_V3_Weights", "vit_b_16": "ViT_B_16_Weights",
          **{f"efficientnet_b{i}": f"EfficientNet_B{i}_Weights" for i in range(8)}}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared 2-core CPU: one thread avoids OpenMP spin contention
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("name", sorted(EXTRA))

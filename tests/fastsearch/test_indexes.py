@@ -77,7 +77,7 @@ def test_flat_equals_numpy_bruteforce(metric):
     if metric == "hamming":
         rng = np.random.default_rng(1)
         db, q = rng.integers(0, 256, (300, 8), dtype=np.uint8), rng.integers(0, 256, (20, 8), dtype=np.uint8)
-        index, d = build_index("BFlat", 64, metric), 64
+        index = build_index("BFlat", 64, metric)
     else:
         db, q, _ = clustered(300, 16, 20, noise=0.5)
         index = build_index("Flat", 16, metric)
