@@ -7,12 +7,12 @@ OUT=${OUT:-out/demo}
 DATA=${BSDS500:-../shared/data/bsds500}
 mkdir -p "$OUT"
 if [ -d "$DATA/val" ] && [ -d "$DATA/train" ]; then
-  VAL=$DATA/val; TRAIN=$DATA/train; FT_BATCH=32
+  VAL=$DATA/val; TRAIN=$DATA/train; FT_BATCH=32; PCA="--pca 256"
   echo "== photos: BSDS500 from $DATA (val as originals, train as distractors)"
 else
   echo "== $DATA not found: falling back to scikit-image's sample photos (a much smaller demo)"
   .venv/bin/python -m neardup.data.samples "$OUT/samples"
-  VAL=$OUT/samples/val; TRAIN=$OUT/samples/train; FT_BATCH=4
+  VAL=$OUT/samples/val; TRAIN=$OUT/samples/train; FT_BATCH=4; PCA=""  # too few photos to fit a PCA
 fi
 t0=$(date +%s)
 echo "== 1/7 neardup attack $VAL $OUT/queries"
@@ -31,13 +31,13 @@ $ND report "$OUT/search_efficientnet_lite0.json" "$OUT/search_phash.json"
 echo "== 5/7 neardup search bench (exact vs approximate faiss indexes, 20k synthetic distractors added) + plot"
 $ND search bench --database "$OUT/features/efficientnet_lite0/originals" --queries "$OUT/features/efficientnet_lite0/queries" \
   --distractors "$OUT/features/efficientnet_lite0/distractors" --index Flat --index "IVF{nlist},Flat" --index HNSW32 \
-  --nprobe 4 --nprobe 16 --ef-search 64 --synthetic 20000 --pca 256 --out "$OUT/search_bench"
+  --nprobe 4 --nprobe 16 --ef-search 64 --synthetic 20000 $PCA --out "$OUT/search_bench"
 $ND plot "$OUT/search_bench/results.json" --out "$OUT/search_bench/figures"
 echo "== 6/7 neardup cluster (k-NN graph, threshold sweep; mosaics in $OUT/cluster_efficientnet_lite0)"
 $ND cluster "$OUT/features/efficientnet_lite0/originals" "$OUT/features/efficientnet_lite0/queries" \
   "$OUT/features/efficientnet_lite0/distractors" --method graph --sweep 0.05:0.4:0.05 \
   --exclude distractor --out "$OUT/cluster_efficientnet_lite0"
-echo "== 7/7 neardup finetune (a short run: 3 epochs on the distractor photos, validated on 580 queries)"
+echo "== 7/7 neardup finetune (a short run: 3 epochs on the distractor photos, validated on up to 580 queries)"
 rm -rf "$OUT/finetune"
 $ND finetune "$TRAIN" --out "$OUT/finetune" --epochs 3 --batch-size $FT_BATCH \
   --val-queries "$OUT/queries" --val-database "$VAL" --val-distractors "$TRAIN" --val-max-queries 580 --val-every 3

@@ -289,6 +289,8 @@ def reduce_dim(parts: list[np.ndarray], queries: np.ndarray, d_out: int) -> tupl
     if not 0 < d_out <= d:
         raise UsageError(f"--pca {d_out} must be between 1 and the feature dimension {d}")
     fit = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+    if d_out > len(fit):  # faiss would abort inside PCAMatrix.train
+        raise UsageError(f"--pca {d_out} needs at least {d_out} real database vectors to fit on; there are {len(fit)}")
     pca = faiss.PCAMatrix(d, d_out)
     pca.train(fit)
     return [pca.apply(np.ascontiguousarray(p, dtype=np.float32)) for p in parts], \

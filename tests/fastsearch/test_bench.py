@@ -163,3 +163,14 @@ def test_bench_binary_hashes():
     assert flat.bytes_per_vector == pytest.approx(8, rel=0.05) and flat.dim == 64
     assert BenchConfig().specs == () and run_bench(db, q[:3], gt[:3], BenchConfig(latency_queries=0),
                                                     default_metric="hamming", show_progress=False).records[0].factory == "BFlat"
+
+
+def test_pca_larger_than_the_fit_sample_is_a_clear_error():
+    import numpy as np
+
+    from neardup.errors import UsageError
+    from neardup.fastsearch.bench import reduce_dim
+
+    parts = [np.random.default_rng(0).normal(size=(9, 32)).astype(np.float32)]
+    with pytest.raises(UsageError, match="--pca 16 needs at least 16 real database vectors"):
+        reduce_dim(parts, parts[0][:2], 16)
