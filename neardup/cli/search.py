@@ -1,9 +1,4 @@
-"""CLI commands of fastsearch: ``search bench``, ``index build|add``, ``query`` and ``plot``.
-
-Registered by ``neardup.cli`` through :func:`register`. Each command builds its
-arguments, calls one library function and writes outputs (with the resolved
-``config.yaml``) atomically.
-"""
+"""``neardup search exact|bench``, ``report`` and ``plot``: retrieval quality and faiss benchmarks."""
 
 from __future__ import annotations
 
@@ -13,15 +8,73 @@ from typing import Any
 
 import click
 
-from neardup.cli import NeardupGroup, config_option, retrieval_set_options, save_config
+from neardup.cli._common import (
+    NeardupGroup,
+    config_option,
+    retrieval_set_options,
+    save_config,
+)
+from neardup.errors import UsageError
 from neardup.io_utils import atomic_write_json
+
+
+@click.group(cls=NeardupGroup)
+def search() -> None:
+    """Nearest-neighbour retrieval of queries against a database of features."""
+
+
+@search.command("exact")
+@config_option
+@retrieval_set_options
+@click.option("--metric", type=click.Choice(["cosine", "l2"]), default=None,
+              help="For float features [default: cosine]; hashes always use hamming.")
+@click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the result JSON here.")
+@click.option("--quiet", is_flag=True, help="Do not print the table.")
+def search_exact_cmd(database: str, queries: str, distractors: tuple[str, ...], manifest: str | None,
+                     metric: str | None, k: int, out: str | None, quiet: bool) -> None:
+    """Exact (faiss Flat) search: recall@1/5/10, mAP and µAP, overall and per attack family."""
+    from neardup.fastsearch.dataset import load_retrieval_set
+    from neardup.fastsearch.exact import evaluate, format_table
+
+    rs = load_retrieval_set(database, queries, distractors, manifest, metric)
+    config = {"database": database, "queries": queries, "distractors": list(distractors), "manifest": manifest,
+              "metric": rs.metric, "k": k}
+    result = evaluate(rs, k=k, config=config)
+    if out:
+        atomic_write_json(out, result.to_dict())
+    if not quiet:
+        click.echo(format_table([result]))
+    if out:
+        click.echo(f"wrote {out}")
+
+
+@click.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--metric", default="recall@1", show_default=True, help="recall@1|5|10, mAP or muAP.")
+def report(results: tuple[str, ...], metric: str) -> None:
+    """Print several `search exact` results side by side, per attack family."""
+    from neardup.fastsearch.exact import SCHEMA, RetrievalResult, format_table
+
+    loaded = []
+    for path in results:
+        try:
+            data = json.loads(Path(path).read_text("utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path}: not JSON ({exc.msg})") from None
+        if data.get("schema") != SCHEMA:
+            raise UsageError(f"{path}: expected schema {SCHEMA}, got {data.get('schema')!r}")
+        loaded.append(RetrievalResult.from_dict(data))
+    if metric not in ("mAP", "muAP") and not metric.startswith("recall@"):
+        raise UsageError(f"unknown metric {metric!r}; use recall@1, recall@5, recall@10, mAP or muAP")
+    click.echo(format_table(loaded, metric))
 
 
 def _opt_tuple(v: tuple[Any, ...]) -> tuple[Any, ...] | None:
     return tuple(v) if v else None
 
 
-@click.command("bench")
+@search.command("bench")
 @config_option
 @retrieval_set_options
 @click.option("--index", "index", multiple=True, metavar="FACTORY",
@@ -59,7 +112,12 @@ def search_bench_cmd(database: str, queries: str, distractors: tuple[str, ...], 
                      train_size: int | None, chunk_size: int | None, seed: int, out: str, all_points: bool,
                      quiet: bool) -> None:
     """Benchmark faiss indexes: build/train/add times, size, QPS, latency p50/p99, recall, µAP, ANN recall."""
-    from neardup.fastsearch.bench import BenchConfig, format_frontier, load_bench_inputs, run_bench
+    from neardup.fastsearch.bench import (
+        BenchConfig,
+        format_frontier,
+        load_bench_inputs,
+        run_bench,
+    )
 
     given = {"specs": _opt_tuple(index), "metrics": _opt_tuple(metric), "nprobe": _opt_tuple(nprobe),
              "ef_search": _opt_tuple(ef_search), "k_factor": _opt_tuple(k_factor), "ks": _opt_tuple(k), "latency_queries": latency_queries,
@@ -83,76 +141,6 @@ def search_bench_cmd(database: str, queries: str, distractors: tuple[str, ...], 
     click.echo(f"wrote {Path(out) / 'results.json'} ({len(result.records)} points)")
 
 
-@click.group("index", cls=NeardupGroup)
-def index_group() -> None:
-    """Persistent faiss index of a feature folder: build it, then add images."""
-
-
-@index_group.command("build")
-@click.argument("features", type=click.Path())
-@config_option
-@click.option("--factory", default="Flat", show_default=True,
-              help="faiss factory string ('{nlist}' -> 4*sqrt(N)); binary specs (BFlat...) for hashes.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Index folder to create.")
-@click.option("--metric", type=click.Choice(["l2", "cosine", "l1", "js", "hamming"]), default=None,
-              help="[default: the features' own, cosine or hamming]")
-@click.option("--overwrite", is_flag=True, help="Replace an existing index in --out.")
-def index_build_cmd(features: str, factory: str, out: str, metric: str | None, overwrite: bool) -> None:
-    """Build an index over FEATURES (a `neardup extract` folder) and save index + paths + model metadata."""
-    from neardup.fastsearch.persist import build_index_dir
-
-    idx = build_index_dir(features, factory, out, metric, overwrite)
-    save_config(out, "index build", {"features": features, "factory": factory, "metric": idx.meta.metric})
-    click.echo(f"{idx.meta.ntotal} vectors ({idx.meta.model}, {idx.meta.metric}) -> {out} [{idx.meta.factory}]")
-
-
-@index_group.command("add")
-@click.argument("index_dir", type=click.Path(file_okay=False))
-@click.argument("images", type=click.Path())
-@click.option("--device", default=None, help="Extraction device: auto, cpu or cuda[:N].")
-@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Checkpoint the index's model used.")
-@click.option("--workers", type=click.IntRange(0), default=None, help="Decoding processes.")
-def index_add_cmd(index_dir: str, images: str, device: str | None, weights: str | None, workers: int | None) -> None:
-    """Append IMAGES (folder or list file; or a feature folder of the same model) to INDEX_DIR."""
-    from neardup.fastsearch.persist import add_features, add_images
-
-    if (Path(images) / "meta.json").is_file():
-        n, skipped = add_features(index_dir, images), []
-    else:
-        n, skipped = add_images(index_dir, images, device, weights, workers)
-    click.echo(f"added {n} vectors to {index_dir} ({len(skipped)} unreadable files skipped)")
-    for s in skipped[:20]:
-        click.echo(f"skipped {s['path']}: {s['reason']}", err=True)
-
-
-@click.command("query")
-@click.argument("index_dir", type=click.Path(file_okay=False))
-@click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True)
-@click.option("--nprobe", type=click.IntRange(1), default=None, help="IVF lists to visit.")
-@click.option("--ef-search", "ef_search", type=click.IntRange(1), default=None, help="HNSW search breadth.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
-@click.option("--grid", type=click.Path(dir_okay=False), default=None,
-              help="Draw each query beside its neighbours (.png or .pdf).")
-@click.option("--device", default=None, help="Extraction device: auto, cpu or cuda[:N].")
-@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Checkpoint the index's model used.")
-@click.option("--workers", type=click.IntRange(0), default=None, help="Decoding processes.")
-def query_cmd(index_dir: str, images: tuple[str, ...], k: int, nprobe: int | None, ef_search: int | None,
-              out: str | None, grid: str | None, device: str | None, weights: str | None,
-              workers: int | None) -> None:
-    """Top-k neighbours of each IMAGE in INDEX_DIR, as JSON (scores: higher = more similar)."""
-    from neardup.fastsearch.persist import draw_grid, query_index
-
-    params = {k_: v for k_, v in (("nprobe", nprobe), ("efSearch", ef_search)) if v is not None}
-    result = query_index(index_dir, list(images), k, params, device, weights, workers)
-    doc = result.to_dict()
-    if out:
-        atomic_write_json(out, doc)
-    if grid:
-        draw_grid(result, grid)
-    click.echo(json.dumps(doc, indent=2))
-
-
 @click.command("plot")
 @click.argument("results", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the PNG and PDF figures.")
@@ -162,11 +150,3 @@ def plot_cmd(results: str, out: str) -> None:
 
     for path in plot_results(load_result(results), out):
         click.echo(f"wrote {path}")
-
-
-def register(main: click.Group, search: click.Group) -> None:
-    """Add the fastsearch commands to the ``neardup`` CLI."""
-    search.add_command(search_bench_cmd)
-    main.add_command(index_group)
-    main.add_command(query_cmd)
-    main.add_command(plot_cmd)

@@ -8,6 +8,7 @@ from typing import Any
 import click
 import numpy as np
 
+from neardup.cli._common import config_option, save_config
 from neardup.errors import UsageError
 
 #: CLI option -> estimator parameter, per method (the option applies only to the methods listed).
@@ -77,6 +78,7 @@ def sweep_name(method: str, name: str | None) -> str | None:
 
 @click.command()
 @click.argument("features", nargs=-1, required=True, type=click.Path())
+@config_option
 @click.option("--method", type=click.Choice(["hierarchical", "dbscan", "hdbscan", "graph"]), default="graph",
               show_default=True, help="Clustering method.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -125,9 +127,12 @@ def cluster(features: tuple[str, ...], method: str, out: str, metric: str | None
     Scores against ground truth (attack manifests or --labels) for each --sweep
     setting and writes OUT/assignments.csv (best setting), OUT/metrics.json and plots.
     """
-    from neardup.cli import save_config
-    from neardup.clustering.data import (default_manifests, load_features, truth_from_labels,
-                                         truth_from_manifests)
+    from neardup.clustering.data import (
+        default_manifests,
+        load_features,
+        truth_from_labels,
+        truth_from_manifests,
+    )
     from neardup.clustering.run import format_summary, run_clustering, write_outputs
 
     inp = load_features(list(features))
@@ -172,12 +177,3 @@ def cluster(features: tuple[str, ...], method: str, out: str, metric: str | None
         click.echo(format_summary(result))
     best = result.settings[result.best]
     click.echo(f"{best.n_clusters} clusters ({best.n_noise} noise) -> {out}/assignments.csv, {out}/metrics.json")
-
-
-def register(main: click.Group, search: click.Group) -> None:
-    """Add ``cluster`` to the CLI with ``--config`` (attached here: a top-level import of neardup.cli is circular)."""
-    from neardup.cli import config_option
-
-    if not any(p.name == "config" for p in cluster.params):
-        config_option(cluster)
-    main.add_command(cluster)

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from neardup.cli._common import config_option, save_config
 from neardup.simclr.train import FinetuneConfig
 
 HELP = {
@@ -64,49 +65,46 @@ def _options(fn: Any) -> Any:
     return fn
 
 
-def register(main: click.Group, search: click.Group) -> None:
-    from neardup.cli import config_option, save_config
+@click.command("finetune")
+@click.argument("images", type=click.Path())
+@config_option
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@_options
+def finetune_cmd(images: str, out: str, **kw: Any) -> None:
+    """SimCLR-style NT-Xent fine-tuning of an encoder on attack views of IMAGES.
 
-    @main.command("finetune")
-    @click.argument("images", type=click.Path())
-    @config_option
-    @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
-    @_options
-    def finetune_cmd(images: str, out: str, **kw: Any) -> None:
-        """SimCLR-style NT-Xent fine-tuning of an encoder on attack views of IMAGES.
+    One process: `neardup finetune ...`; several: `torchrun --nproc-per-node N -m neardup finetune ...`.
+    Each epoch writes RUN_DIR/checkpoint.pt atomically; --resume continues exactly.
+    """
+    from neardup.simclr.train import finetune
 
-        One process: `neardup finetune ...`; several: `torchrun --nproc-per-node N -m neardup finetune ...`.
-        Each epoch writes RUN_DIR/checkpoint.pt atomically; --resume continues exactly.
-        """
-        from neardup.simclr.train import finetune
+    kw["val_distractors"] = list(kw.get("val_distractors") or [])
+    cfg = FinetuneConfig(images=images, out=out, **kw)
+    report = finetune(cfg)
+    save_config(out, "finetune", dataclasses.asdict(cfg))
+    click.echo(f"{report.steps} steps in {report.seconds / 60:.1f} min -> {out}/best.pt")
+    before = next((h for h in report.history if h["epoch"] == -1), None)
+    if before and report.best:
+        click.echo(f"validation ({before['n_queries']} queries): recall@1 {before['recall@1']:.4f} -> "
+                   f"{report.best['recall@1']:.4f}, µAP {before['muAP']:.4f} -> {report.best['muAP']:.4f} "
+                   f"(before -> best epoch {report.best_epoch})")
 
-        kw["val_distractors"] = list(kw.get("val_distractors") or [])
-        cfg = FinetuneConfig(images=images, out=out, **kw)
-        report = finetune(cfg)
-        save_config(out, "finetune", dataclasses.asdict(cfg))
-        click.echo(f"{report.steps} steps in {report.seconds / 60:.1f} min -> {out}/best.pt")
-        before = next((h for h in report.history if h["epoch"] == -1), None)
-        if before and report.best:
-            click.echo(f"validation ({before['n_queries']} queries): recall@1 {before['recall@1']:.4f} -> "
-                       f"{report.best['recall@1']:.4f}, µAP {before['muAP']:.4f} -> {report.best['muAP']:.4f} "
-                       f"(before -> best epoch {report.best_epoch})")
+@click.command("evaluate-finetuning")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(dir_okay=False),
+              help="Encoder files to evaluate [default: the base model and every RUN_DIR/encoders/epoch_*.pt].")
+@click.option("--val-queries", default=None, help="[default: the run's own]")
+@click.option("--val-database", default=None, help="[default: the run's own]")
+@click.option("--val-distractors", multiple=True, help="[default: the run's own]")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="[default: RUN_DIR/evaluation]")
+def evaluate_cmd(run_dir: str, checkpoints: tuple[str, ...], val_queries: str | None, val_database: str | None,
+                 val_distractors: tuple[str, ...], out: str | None) -> None:
+    """Recall@1/µAP and the cluster-geometry diagnostics (diameter, separation, dispersion,
+    centroid distance, SN1, SN2) of chosen checkpoints; JSON + evolution plot."""
+    from neardup.simclr.diagnostics import evaluate_run
 
-    @main.command("evaluate-finetuning")
-    @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-    @click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(dir_okay=False),
-                  help="Encoder files to evaluate [default: the base model and every RUN_DIR/encoders/epoch_*.pt].")
-    @click.option("--val-queries", default=None, help="[default: the run's own]")
-    @click.option("--val-database", default=None, help="[default: the run's own]")
-    @click.option("--val-distractors", multiple=True, help="[default: the run's own]")
-    @click.option("--out", default=None, type=click.Path(file_okay=False), help="[default: RUN_DIR/evaluation]")
-    def evaluate_cmd(run_dir: str, checkpoints: tuple[str, ...], val_queries: str | None, val_database: str | None,
-                     val_distractors: tuple[str, ...], out: str | None) -> None:
-        """Recall@1/µAP and the cluster-geometry diagnostics (diameter, separation, dispersion,
-        centroid distance, SN1, SN2) of chosen checkpoints; JSON + evolution plot."""
-        from neardup.simclr.diagnostics import evaluate_run
-
-        res = evaluate_run(run_dir, list(checkpoints), val_queries, val_database, list(val_distractors), out)
-        for row in res["checkpoints"]:
-            click.echo(f"{row['name']:<16} R@1 {row['recall@1']:.4f}  µAP {row['muAP']:.4f}  "
-                       f"SN1 {row['geometry']['SN1']['median']:.3f}  SN2 {row['geometry']['SN2']['median']:.3f}")
-        click.echo(f"wrote {res['json']} and {res['plot']}")
+    res = evaluate_run(run_dir, list(checkpoints), val_queries, val_database, list(val_distractors), out)
+    for row in res["checkpoints"]:
+        click.echo(f"{row['name']:<16} R@1 {row['recall@1']:.4f}  µAP {row['muAP']:.4f}  "
+                   f"SN1 {row['geometry']['SN1']['median']:.3f}  SN2 {row['geometry']['SN2']['median']:.3f}")
+    click.echo(f"wrote {res['json']} and {res['plot']}")

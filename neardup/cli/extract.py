@@ -1,0 +1,106 @@
+"""``neardup extract`` and ``neardup models``: features of images with any registered model."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from neardup.cli._common import config_option, save_config
+
+
+@click.command()
+@click.argument("images", type=click.Path())
+@config_option
+@click.option("--model", default="efficientnet_lite0", show_default=True, help="A name from `neardup models`.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output feature folder.")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Checkpoint file for the model.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=None, help="Decoding processes [default: cores - 1].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--amp", type=click.Choice(["auto", "off", "fp16", "bf16"]), default="auto", show_default=True,
+              help="Mixed precision (auto: bf16 on GPU, off on CPU).")
+@click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
+              help="auto: ONNX Runtime on CPU when its export matches PyTorch within 1e-4.")
+@click.option("--input-size", type=click.IntRange(16), default=None, help="Override the model's crop size.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (PyTorch engine; for long GPU runs).")
+@click.option("--layer", default=None, help="Feature layer, for models that offer several (SimCLR v2: backbone, "
+              "head0, head1, head2) [default: backbone].")
+@click.option("--shard-size", type=click.IntRange(1), default=10000, show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@click.option("--glob", "globs", multiple=True, metavar="PATTERN",
+              help="Keep only files matching this pattern relative to IMAGES (e.g. '**/*.jpg'). Repeatable.")
+@click.option("--max-pixels", type=click.IntRange(1), default=None,
+              help="Skip larger images (decompression-bomb guard) [default: 178956970].")
+@click.option("--normalize", is_flag=True, help="Store an L2-normalisation transform (applied when read).")
+@click.option("--whiten", type=click.IntRange(1), default=None, metavar="DIM",
+              help="Fit L2 + PCA whitening to DIM dimensions on a sample, stored and applied when read.")
+@click.option("--whiten-sample", type=click.IntRange(2), default=100_000, show_default=True)
+@click.option("--transform-from", type=click.Path(file_okay=False), default=None,
+              help="Apply the transform fitted on another feature folder (extract queries like their database).")
+@click.option("--overwrite", is_flag=True, help="Discard an existing output and start over.")
+def extract(images: str, model: str, out: str, weights: str | None, batch_size: int, workers: int | None,
+            device: str, amp: str, engine: str, input_size: int | None, compile_: bool, layer: str | None,
+            shard_size: int, dtype: str,
+            globs: tuple[str, ...], max_pixels: int | None, normalize: bool, whiten: int | None, whiten_sample: int,
+            transform_from: str | None, overwrite: bool) -> None:
+    """Extract features of IMAGES (a folder, a text file of paths, or a manifest.csv) into --out.
+
+    Re-running the same command after an interruption resumes where it stopped.
+    """
+    from neardup.extract.pipeline import extract_features
+
+    report = extract_features(images, out, model, weights=weights, batch_size=batch_size, workers=workers,
+                              device=device, amp=amp, engine=engine, input_size=input_size, layer=layer, compile=compile_,
+                              shard_size=shard_size,
+                              dtype=dtype, overwrite=overwrite, globs=globs, normalize=normalize, whiten=whiten,
+                              whiten_sample=whiten_sample, transform_from=transform_from,
+                              **({"max_pixels": max_pixels} if max_pixels else {}))
+    save_config(out, "extract", {"images": images, "model": model, "weights": weights, "batch_size": batch_size,
+                                 "device": device, "amp": amp, "engine": engine, "input_size": input_size, "layer": layer,
+                                 "compile": compile_,
+                                 "shard_size": shard_size, "dtype": dtype, "glob": list(globs),
+                                 "max_pixels": max_pixels, "normalize": normalize, "whiten": whiten,
+                                 "whiten_sample": whiten_sample, "transform_from": transform_from})
+    resumed = f", resumed after {report.resumed_shards} shard(s)" if report.resumed_shards else ""
+    click.echo(f"{report.count} images -> {out} ({report.model}, {report.images_per_s:.1f} img/s{resumed}); "
+               f"{len(report.skipped)} skipped")
+    for s in report.skipped[:20]:
+        click.echo(f"skipped {s['path']}: {s['reason']}", err=True)
+    if len(report.skipped) > 20:
+        click.echo(f"... {len(report.skipped) - 20} more in {out}/meta.json", err=True)
+    for p in report.input_problems:
+        click.echo(f"not searched {p['path']}: {p['reason']}", err=True)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--no-params", is_flag=True, help="Skip counting parameters (counted on the meta device, a few seconds).")
+def models(as_json: bool, no_params: bool) -> None:
+    """List every registered model: dimension, parameters, preprocessing, weights and whether they are here."""
+    from neardup.extract.registry import list_models
+    from neardup.extract.zoo_info import model_rows
+
+    rows = model_rows(with_params=not no_params)
+    if as_json:
+        dicts = {c.name: c.to_dict() for c in list_models()}
+        click.echo(json.dumps([{**dicts[r["name"]], **r} for r in rows], indent=2))
+        return
+    cfgs = {c.name: c for c in list_models()}
+    w = max(len(r["name"]) for r in rows) + 1
+    click.echo(f"{'name':<{w}} {'dim':>5} {'params':>7} {'local':<5} {'input':<24} weights")
+    for r in rows:
+        params = "-" if r["params"] is None else f"{r['params']:.1f}M"
+        dim = str(r["dim"]) if r["dim"] else "base"
+        click.echo(f"{r['name']:<{w}} {dim:>5} {params:>7} {'yes' if r['found_locally'] else 'no':<5} "
+                   f"{_input_summary(cfgs[r['name']]):<24} {r['weights_format']}")
+
+
+def _input_summary(c: Any) -> str:
+    """e.g. '256/224 bicubic imagenet': resize/crop, interpolation, normalisation."""
+    if c.kind != "torch":
+        return "-"
+    norm = {((0.0,) * 3, (1.0,) * 3): "[0,1]", ((0.5,) * 3, (0.5,) * 3): "[-1,1]"}.get(
+        (tuple(c.mean), tuple(c.std)), "imagenet" if tuple(c.mean) == (0.485, 0.456, 0.406) else "custom")
+    return f"{c.resize_size}/{c.input_size} {c.interpolation} {norm}"
