@@ -8,6 +8,9 @@ ends with one ``Error: ...`` line and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
+import errno
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,35 +20,92 @@ import yaml
 
 from neardup import __version__
 from neardup.errors import UsageError
-from neardup.io_utils import atomic_write_text
+from neardup.io_utils import atomic_write_text, load_yaml
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 class NeardupGroup(click.Group):
-    """Turns library UsageErrors (and a few predictable OS errors) into one-line CLI errors."""
+    """Turns library errors into one ``Error:`` line and a non-zero exit, never a traceback.
+
+    UsageError and click's own errors exit 2 (bad input), environment errors (disk full, permissions)
+    exit 1, and anything else is a bug: exit 3 with ``internal error`` (NEARDUP_DEBUG=1 shows the traceback).
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
         except UsageError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise _Fail(_one_line(str(exc)), 2) from None
         except KeyboardInterrupt:
             click.echo("interrupted (finished shards and files are kept; re-run to resume)", err=True)
             sys.exit(130)
-        except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
-            raise click.ClickException(f"{exc.strerror}: {exc.filename}") from None
+        except OSError as exc:
+            where = f" {exc.filename}" if exc.filename else ""
+            if exc.errno == errno.ENOSPC:
+                raise _Fail(f"disk full writing{where}; free some space, then re-run the same command "
+                            "(finished work is kept and resumed)", 1) from None
+            raise _Fail(_one_line(f"{exc.strerror or exc}:{where}" if where else str(exc)), 1) from None
+        except MemoryError:
+            raise _Fail("out of memory; use smaller batches or fewer/lower-dimensional vectors", 1) from None
+        except Exception as exc:
+            if os.environ.get("NEARDUP_DEBUG"):
+                raise
+            raise _Fail(f"internal error ({type(exc).__name__}: {_one_line(str(exc))[:300]}); this is a bug in "
+                        "neardup, please report it (NEARDUP_DEBUG=1 shows the traceback)", 3) from None
+
+
+class _Fail(click.ClickException):
+    """A one-line ``Error:`` with its own exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+
+class FloatIn(click.ParamType):
+    """A finite float in [lo, hi] (open ends with ``lo_open``/``hi_open``): nan and inf are refused."""
+
+    name = "float"
+
+    def __init__(self, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+                 hi_open: bool = False) -> None:
+        self.lo, self.hi, self.lo_open, self.hi_open = lo, hi, lo_open, hi_open
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(x):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if self.lo is not None and (x < self.lo or (self.lo_open and x == self.lo)):
+            self.fail(f"{value} is below the range {self._range()}", param, ctx)
+        if self.hi is not None and (x > self.hi or (self.hi_open and x == self.hi)):
+            self.fail(f"{value} is above the range {self._range()}", param, ctx)
+        return x
+
+    def _range(self) -> str:
+        lo = "-inf" if self.lo is None else f"{self.lo:g}"
+        hi = "inf" if self.hi is None else f"{self.hi:g}"
+        return f"{'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+
+    def __repr__(self) -> str:
+        return f"FloatIn{self._range()}"
 
 
 def _load_yaml_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Eager ``--config``: the YAML's keys become option defaults, so explicit flags still win."""
     if not value:
         return value
-    path = Path(value)
-    if not path.is_file():
-        raise click.BadParameter(f"file not found: {path}", ctx=ctx, param=param)
     try:
-        data = yaml.safe_load(path.read_text("utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise click.BadParameter(f"bad YAML: {str(exc).splitlines()[0]}", ctx=ctx, param=param) from None
+        data = load_yaml(value, "--config") or {}
+    except UsageError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--config "), ctx=ctx, param=param) from None
     if not isinstance(data, dict):
         raise click.BadParameter("the YAML must be a mapping of option names to values", ctx=ctx, param=param)
     # keys may be parameter names or option names (e.g. 'format' for --format -> fmt); the metadata
