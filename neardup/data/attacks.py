@@ -13,13 +13,17 @@ perspective, affine, gamma, grayscale) in ``biomedical.yaml``.
 
 from __future__ import annotations
 
+import inspect
 import io
+import math
+import re
 import string
 import textwrap
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
@@ -32,25 +36,122 @@ class AttackFn(Protocol):
 
 
 @dataclass(frozen=True)
+class Param:
+    """The type and valid range of one attack parameter, declared with the attack.
+
+    Ranges keep every configured attack cheap and meaningful (``scale ratio 200`` would make a
+    40000-fold larger image); they are checked when an attack set is loaded, before any image work.
+    """
+
+    kind: type  # int, float or bool
+    lo: float | None = None
+    hi: float | None = None
+    odd: bool = False  # kernel sizes
+
+    def describe(self) -> str:
+        if self.kind is bool:
+            return "true or false"
+        what = "an odd integer" if self.odd else "an integer" if self.kind is int else "a number"
+        return f"{what} in [{self.lo:g}, {self.hi:g}]"
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not valid, or None."""
+        if self.kind is bool:
+            return None if isinstance(value, bool) else f"is not {self.describe()}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"is not {self.describe()}"
+        if self.kind is int and not isinstance(value, int):
+            return f"is not {self.describe()}"
+        if not math.isfinite(value):
+            return "is not a finite number"
+        if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
+            return f"is outside its range [{self.lo:g}, {self.hi:g}]"
+        if self.odd and value % 2 == 0:
+            return f"is not {self.describe()}"
+        return None
+
+
+def Int(lo: int, hi: int, odd: bool = False) -> Param:  # noqa: N802 - reads like a type in declarations
+    return Param(int, lo, hi, odd)
+
+
+def Float(lo: float, hi: float) -> Param:  # noqa: N802
+    return Param(float, lo, hi)
+
+
+BOOL = Param(bool)
+
+
+@dataclass(frozen=True)
 class AttackDef:
     name: str
     fn: Callable[..., Image.Image]
     doc: str
+    params: dict[str, Param] = field(default_factory=dict)
+    required: frozenset[str] = frozenset()
 
 
 ATTACKS: dict[str, AttackDef] = {}
 
 
-def register_attack(name: str) -> Callable[[Callable[..., Image.Image]], Callable[..., Image.Image]]:
-    """Register ``fn`` as attack ``name`` (its family in per-family reports)."""
+def register_attack(name: str, **params: Param) -> Callable[[Callable[..., Image.Image]], Callable[..., Image.Image]]:
+    """Register ``fn`` as attack ``name`` (its family in per-family reports), with its parameters' ranges.
+
+    Every parameter of ``fn`` after ``(img, rng)`` must be declared, so no attack runs unchecked.
+    """
 
     def deco(fn: Callable[..., Image.Image]) -> Callable[..., Image.Image]:
         if name in ATTACKS:
             raise ValueError(f"attack {name!r} registered twice")
-        ATTACKS[name] = AttackDef(name, fn, (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "")
+        sig = list(inspect.signature(fn).parameters.values())[2:]
+        if {p.name for p in sig} != set(params):
+            raise ValueError(f"attack {name!r}: declared parameters {sorted(params)} differ from "
+                             f"the function's {[p.name for p in sig]}")
+        required = frozenset(p.name for p in sig if p.default is inspect.Parameter.empty)
+        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        ATTACKS[name] = AttackDef(name, fn, doc, dict(params), required)
         return fn
 
     return deco
+
+
+def check_params(attack: str, params: Any) -> None:
+    """Refuse an unknown attack, unknown or missing parameters, wrong types and values out of range.
+
+    Raises:
+        UsageError: one line naming the attack, the parameter, the value and the valid range.
+    """
+    if not isinstance(attack, str) or attack not in ATTACKS:
+        raise UsageError(f"unknown attack {attack!r}; known: {', '.join(sorted(ATTACKS))}")
+    d = ATTACKS[attack]
+    if not isinstance(params, Mapping):
+        raise UsageError(f"attack {attack!r}: params must be a mapping of parameter names to values, got {params!r}")
+    unknown = sorted(str(k) for k in params if k not in d.params)
+    if unknown:
+        known = ", ".join(f"{k} ({p.describe()})" for k, p in d.params.items()) or "none"
+        raise UsageError(f"attack {attack!r} has no parameter {unknown[0]!r}; its parameters: {known}")
+    missing = sorted(d.required - set(params))
+    if missing:
+        raise UsageError(f"attack {attack!r} needs parameter {missing[0]!r} ({d.params[missing[0]].describe()})")
+    for k, v in params.items():
+        why = d.params[k].problem(v)
+        if why:
+            raise UsageError(f"attack {attack!r} parameter {k!r} = {v!r} {why}")
+
+
+#: Characters allowed in an attack instance name (it becomes part of every query's file name).
+NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(name: Any) -> None:
+    """Attack instance names go into file names: a safe character set, no leading dot, at most 100 characters.
+
+    Raises:
+        UsageError: naming the bad name.
+    """
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise UsageError(f"attack name {name!r} is not allowed: use 1-100 of the characters A-Z a-z 0-9 . _ - "
+                         "and no leading dot (the name becomes part of each query's file name)")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -67,21 +168,21 @@ def _resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 
 # --------------------------------------------------------------------------- noise
-@register_attack("gaussian_noise")
+@register_attack("gaussian_noise", var=Float(0, 1))
 def gaussian_noise(img: Image.Image, rng: np.random.Generator, var: float) -> Image.Image:
     """Additive Gaussian noise of variance ``var`` on [0, 1] intensities."""
     x = _float(img)
     return _to_img(x + rng.normal(0.0, var ** 0.5, x.shape).astype(np.float32))
 
 
-@register_attack("speckle_noise")
+@register_attack("speckle_noise", var=Float(0, 1))
 def speckle_noise(img: Image.Image, rng: np.random.Generator, var: float) -> Image.Image:
     """Multiplicative noise ``x + x * n``, n ~ N(0, var)."""
     x = _float(img)
     return _to_img(x + x * rng.normal(0.0, var ** 0.5, x.shape).astype(np.float32))
 
 
-@register_attack("salt_pepper_noise")
+@register_attack("salt_pepper_noise", amount=Float(0, 1))
 def salt_pepper_noise(img: Image.Image, rng: np.random.Generator, amount: float) -> Image.Image:
     """Replace a fraction ``amount`` of values with 0 or 1 (half each)."""
     x = _float(img).copy()
@@ -93,20 +194,20 @@ def salt_pepper_noise(img: Image.Image, rng: np.random.Generator, amount: float)
 
 
 # --------------------------------------------------------------------------- filtering
-@register_attack("gaussian_blur")
+@register_attack("gaussian_blur", kernel=Int(1, 99, odd=True))
 def gaussian_blur(img: Image.Image, rng: np.random.Generator, kernel: int) -> Image.Image:
     """Gaussian blur; ``kernel`` is the OpenCV kernel size, sigma from OpenCV's rule."""
     sigma = 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
     return img.filter(ImageFilter.GaussianBlur(radius=sigma))
 
 
-@register_attack("median_blur")
+@register_attack("median_blur", kernel=Int(1, 15, odd=True))
 def median_blur(img: Image.Image, rng: np.random.Generator, kernel: int) -> Image.Image:
     """Median filter of size ``kernel`` x ``kernel``."""
     return img.filter(ImageFilter.MedianFilter(size=int(kernel)))
 
 
-@register_attack("jpeg")
+@register_attack("jpeg", quality=Int(1, 100))
 def jpeg(img: Image.Image, rng: np.random.Generator, quality: int) -> Image.Image:
     """JPEG compression at ``quality`` (encoded and decoded in memory)."""
     buf = io.BytesIO()
@@ -117,14 +218,14 @@ def jpeg(img: Image.Image, rng: np.random.Generator, quality: int) -> Image.Imag
 
 
 # --------------------------------------------------------------------------- geometry
-@register_attack("scale")
+@register_attack("scale", ratio=Float(0.01, 2))
 def scale(img: Image.Image, rng: np.random.Generator, ratio: float) -> Image.Image:
     """Resize both sides by ``ratio`` (the output keeps the new size)."""
     w, h = img.size
     return _resize(img, (max(1, round(w * ratio)), max(1, round(h * ratio))))
 
 
-@register_attack("crop")
+@register_attack("crop", percent=Float(0, 99), resize=BOOL)
 def crop(img: Image.Image, rng: np.random.Generator, percent: float, resize: bool = True) -> Image.Image:
     """Central crop removing ``percent`` % of each side's length, resized back."""
     w, h = img.size
@@ -134,14 +235,14 @@ def crop(img: Image.Image, rng: np.random.Generator, percent: float, resize: boo
     return _resize(out, (w, h)) if resize else out
 
 
-@register_attack("rotation")
+@register_attack("rotation", angle=Float(-360, 360), resize=BOOL)
 def rotation(img: Image.Image, rng: np.random.Generator, angle: float, resize: bool = True) -> Image.Image:
     """Rotate by ``angle`` degrees counter-clockwise, canvas expanded, resized back."""
     out = img.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(0, 0, 0))
     return _resize(out, img.size) if resize else out
 
 
-@register_attack("shear")
+@register_attack("shear", angle=Float(-80, 80))
 def shear(img: Image.Image, rng: np.random.Generator, angle: float) -> Image.Image:
     """Horizontal shear by ``angle`` degrees about the centre, same size."""
     w, h = img.size
@@ -152,25 +253,25 @@ def shear(img: Image.Image, rng: np.random.Generator, angle: float) -> Image.Ima
 
 
 # --------------------------------------------------------------------------- enhancement
-@register_attack("contrast")
+@register_attack("contrast", factor=Float(0, 10))
 def contrast(img: Image.Image, rng: np.random.Generator, factor: float) -> Image.Image:
     """PIL contrast enhancement (1 = unchanged)."""
     return ImageEnhance.Contrast(img).enhance(factor)
 
 
-@register_attack("color")
+@register_attack("color", factor=Float(0, 10))
 def color(img: Image.Image, rng: np.random.Generator, factor: float) -> Image.Image:
     """PIL colour-saturation enhancement (1 = unchanged)."""
     return ImageEnhance.Color(img).enhance(factor)
 
 
-@register_attack("brightness")
+@register_attack("brightness", factor=Float(0, 10))
 def brightness(img: Image.Image, rng: np.random.Generator, factor: float) -> Image.Image:
     """PIL brightness enhancement (1 = unchanged)."""
     return ImageEnhance.Brightness(img).enhance(factor)
 
 
-@register_attack("sharpness")
+@register_attack("sharpness", factor=Float(0, 10))
 def sharpness(img: Image.Image, rng: np.random.Generator, factor: float) -> Image.Image:
     """PIL sharpness enhancement (1 = unchanged)."""
     return ImageEnhance.Sharpness(img).enhance(factor)
@@ -188,7 +289,7 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
 TEXT_ALPHABET = string.ascii_letters + string.digits + "!?.,'- "
 
 
-@register_attack("text")
+@register_attack("text", length=Int(1, 500))
 def text(img: Image.Image, rng: np.random.Generator, length: int) -> Image.Image:
     """Meme-style random text of ``length`` characters: white, black stroke, top or bottom."""
     w, h = img.size
@@ -234,7 +335,7 @@ def invert(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     return ImageOps.invert(img)
 
 
-@register_attack("gamma")
+@register_attack("gamma", gamma=Float(0.05, 20))
 def gamma(img: Image.Image, rng: np.random.Generator, gamma: float) -> Image.Image:
     """Gamma correction ``x ** gamma`` on [0, 1] intensities."""
     lut = [min(255, int(round(255 * (i / 255) ** gamma))) for i in range(256)]
@@ -250,13 +351,13 @@ def grayscale(img: Image.Image, rng: np.random.Generator) -> Image.Image:
 def _perspective_coeffs(src: np.ndarray, dst: np.ndarray) -> list[float]:
     """PIL PERSPECTIVE coefficients mapping output points ``dst`` to input points ``src``."""
     a = []
-    for (x, y), (u, v) in zip(dst, src):
+    for (x, y), (u, v) in zip(dst, src, strict=True):
         a.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
         a.append([0, 0, 0, x, y, 1, -v * x, -v * y])
     return np.linalg.solve(np.asarray(a, dtype=np.float64), src.reshape(8).astype(np.float64)).tolist()
 
 
-@register_attack("perspective")
+@register_attack("perspective", distortion=Float(0, 0.5))
 def perspective(img: Image.Image, rng: np.random.Generator, distortion: float) -> Image.Image:
     """Random perspective: each corner moves inward by up to ``distortion`` of the side."""
     w, h = img.size
@@ -268,7 +369,7 @@ def perspective(img: Image.Image, rng: np.random.Generator, distortion: float) -
                          resample=Image.Resampling.BICUBIC, fillcolor=(0, 0, 0))
 
 
-@register_attack("affine")
+@register_attack("affine", scale=Float(0.1, 10), angle=Float(-360, 360), translate=Float(-1, 1))
 def affine(img: Image.Image, rng: np.random.Generator, scale: float = 1.0, angle: float = 0.0,
            translate: float = 0.0) -> Image.Image:
     """Scale about the centre, rotate by ``angle`` degrees, shift by ``translate`` of each side."""
@@ -286,11 +387,19 @@ def affine(img: Image.Image, rng: np.random.Generator, scale: float = 1.0, angle
 # --------------------------------------------------------------------------- configured instances
 @dataclass(frozen=True)
 class AttackSpec:
-    """One configured attack: a registered function with fixed parameters."""
+    """One configured attack: a registered function with fixed, checked parameters.
 
-    name: str  # unique instance name, e.g. "gaussian_noise_0.01"
+    Checked on construction, so a bad set fails when it is loaded (``neardup attack`` or the
+    fine-tuning views), never later inside a worker process.
+    """
+
+    name: str  # unique instance name, e.g. "gaussian_noise_0.01"; part of every query's file name
     attack: str  # registry key, also the family in per-family reports
     params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        check_params(self.attack, self.params)
 
     def __call__(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
         return ATTACKS[self.attack].fn(img, rng, **self.params)
@@ -304,35 +413,74 @@ def _fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def expand_config(entries: list[dict[str, Any]]) -> list[AttackSpec]:
-    """Expand YAML entries into attack instances.
+ENTRY_KEYS = ("attack", "name", "params")
 
-    An entry is ``{attack: NAME, params: {p: value or [values...]}, name: optional}``.
-    A list-valued parameter gives one instance per value (at most one list per entry).
+
+def _expand_entry(i: int, entry: Any) -> list[AttackSpec]:
+    if not isinstance(entry, dict) or "attack" not in entry:
+        raise UsageError(f"entry {i + 1} needs an 'attack' key, got {entry!r}")
+    unknown = sorted(str(k) for k in entry if k not in ENTRY_KEYS)
+    if unknown:
+        raise UsageError(f"entry {i + 1} has unknown key {unknown[0]!r}; an entry has {', '.join(ENTRY_KEYS)}")
+    attack = entry["attack"]
+    if not isinstance(attack, str) or attack not in ATTACKS:
+        raise UsageError(f"unknown attack {attack!r}; known: {', '.join(sorted(ATTACKS))}")
+    params = entry.get("params")
+    params = {} if params is None else params
+    if not isinstance(params, dict):
+        raise UsageError(f"attack {attack!r}: params must be a mapping of parameter names to values, got {params!r}")
+    name = entry.get("name", attack)
+    check_name(name)
+    lists = [k for k, v in params.items() if isinstance(v, list)]
+    if len(lists) > 1:
+        raise UsageError(f"attack {attack!r}: only one parameter may be a list, got {lists}")
+    if not lists:
+        return [AttackSpec(name, attack, dict(params))]
+    key = lists[0]
+    if not params[key]:
+        raise UsageError(f"attack {attack!r} parameter {key!r} is an empty list")
+    # each value is checked before it is formatted into a name
+    specs = []
+    for v in params[key]:
+        p = {**params, key: v}
+        check_params(attack, p)
+        specs.append(AttackSpec(f"{name}_{_fmt(v)}", attack, p))
+    return specs
+
+
+def check_unique_names(specs: list[AttackSpec], source: str = "attack set") -> None:
+    """Instance names must differ (also in case: they are file names on case-insensitive disks too).
 
     Raises:
-        UsageError: unknown attack, several list parameters, or duplicate names.
+        UsageError: naming the colliding names.
     """
+    seen: dict[str, str] = {}
+    for s in specs:
+        key = s.name.casefold()
+        if key in seen:
+            raise UsageError(f"{source}: duplicate attack names {seen[key]!r} and {s.name!r} "
+                             "(give the entries distinct 'name's)")
+        seen[key] = s.name
+
+
+def expand_config(entries: Any, source: str = "attack config") -> list[AttackSpec]:
+    """Expand YAML entries into checked attack instances.
+
+    An entry is ``{attack: NAME, params: {p: value or [values...]}, name: optional}``.
+    A list-valued parameter gives one instance per value (at most one list per entry),
+    named ``<name>_<value>``.
+
+    Raises:
+        UsageError: ``source``, then what is wrong: no entries, an unknown attack or key, a bad name,
+            an unknown, missing, mistyped or out-of-range parameter, several list parameters, colliding names.
+    """
+    if not isinstance(entries, list) or not entries:
+        raise UsageError(f"{source}: the 'attacks' list is empty or not a list")
     specs: list[AttackSpec] = []
     for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or "attack" not in entry:
-            raise UsageError(f"attack config entry {i} needs an 'attack' key, got {entry!r}")
-        attack = entry["attack"]
-        if attack not in ATTACKS:
-            raise UsageError(f"unknown attack {attack!r}; known: {', '.join(sorted(ATTACKS))}")
-        params = dict(entry.get("params") or {})
-        lists = [k for k, v in params.items() if isinstance(v, list)]
-        if len(lists) > 1:
-            raise UsageError(f"attack {attack!r}: only one parameter may be a list, got {lists}")
-        if lists:
-            key = lists[0]
-            for v in params[key]:
-                p = {**params, key: v}
-                specs.append(AttackSpec(f"{entry.get('name', attack)}_{_fmt(v)}", attack, p))
-        else:
-            specs.append(AttackSpec(entry.get("name", attack), attack, params))
-    names = [s.name for s in specs]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise UsageError(f"duplicate attack names in config: {', '.join(dupes)}")
+        try:
+            specs.extend(_expand_entry(i, entry))
+        except UsageError as exc:
+            raise UsageError(f"{source}: {exc}") from None
+    check_unique_names(specs, source)
     return specs
