@@ -49,7 +49,7 @@ def attack(src: str | None, dst: str | None, attack_configs: tuple[str, ...], se
     settings = {"src": src, "dst": dst, "attacks": sets, "seed": seed, "format": fmt, "quality": quality}
     report = generate_attacks(src, dst, specs, seed=seed, fmt=fmt, quality=quality, workers=workers,
                               overwrite=overwrite, on_commit=lambda out: save_config(out, "attack", settings))
-    kept = f" ({report.n_kept} images already done by an interrupted run were kept)" if report.n_kept else ""
+    kept = f" ({report.n_kept} images were already done and kept)" if report.n_kept else ""
     click.echo(f"{report.n_queries} queries from {report.n_sources} images x {report.n_attacks} attacks -> "
                f"{dst}/manifest.csv{kept}")
     for s in report.skipped:

@@ -99,7 +99,9 @@ def truth_from_manifests(ids: list[str], manifests: list[str | os.PathLike] | tu
     sources: set[str] = set()
     for m in manifests:
         for r in read_manifest(m):
-            for key in {image_id(r.query), str(Path(r.query).with_suffix("")).replace(os.sep, "__")}:
+            # the query's id, also as image_ids gives it where a stale file differs only in extension
+            for key in {image_id(r.query), str(Path(r.query).with_suffix("")).replace(os.sep, "__"),
+                        str(Path(r.query)).replace(os.sep, "__")}:
                 source_of[key] = (r.source, r.attack, r.family)
             sources.add(r.source)
     names, tags, matched = [], [], 0

@@ -103,7 +103,7 @@ class AttackReport:
     n_queries: int
     out_dir: str
     skipped: list[Skipped] = field(default_factory=list)
-    n_kept: int = 0  # sources whose queries a previous, interrupted run had already written
+    n_kept: int = 0  # sources whose queries an earlier run with the same settings had already written
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_sources": self.n_sources, "n_attacks": self.n_attacks, "n_queries": self.n_queries,

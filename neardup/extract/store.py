@@ -130,14 +130,8 @@ class FeatureStore:
         return np.concatenate(arrays)
 
     def ids(self) -> list[str]:
-        """Image ids (path relative to the extraction root, no extension): the keys ground truth uses."""
-        from neardup.data.manifest import image_id
+        """Image ids (path relative to the extraction root, no extension unless two files differ only in it):
+        the keys ground truth uses, the same as ``neardup attack`` gives its sources."""
+        from neardup.data.manifest import image_ids
 
-        root = self.meta.get("root")
-        out = []
-        for p in self.paths:
-            try:
-                out.append(image_id(p, root) if root else image_id(p))
-            except ValueError:
-                out.append(image_id(p))
-        return out
+        return image_ids(self.paths, self.meta.get("root") or None)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neardup.data.manifest import MANIFEST_NAME, image_id, load_ground_truth, read_manifest
+from neardup.data.manifest import MANIFEST_NAME, load_ground_truth, query_key, read_manifest
 from neardup.errors import UsageError
 from neardup.extract.store import FeatureStore
 
@@ -87,15 +87,16 @@ def load_retrieval_set(database: str | os.PathLike, queries: str | os.PathLike,
         rows = read_manifest(q_root / MANIFEST_NAME)
     else:
         rows = load_ground_truth(q_root)
-    by_query = {image_id(r.query): r for r in rows}
+    # matched by relative path with extension: the manifest is authoritative, an unlisted file is not a query
+    by_query = {query_key(r.query, q_root): r for r in rows}
     index_of: dict[str, int] = {}
     for i, name in enumerate(db_ids):
         index_of.setdefault(name, i)
 
     q_feats = np.asarray(q_store.features())
     keep, gt, fams, atts, unmatched = [], [], [], [], 0
-    for qi, qid in enumerate(q_store.ids()):
-        row = by_query.get(qid)
+    for qi, path in enumerate(q_store.paths):
+        row = by_query.get(query_key(path, q_root))
         if row is None or row.source not in index_of:
             unmatched += 1
             continue

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from neardup.data.images import list_images
-from neardup.data.manifest import image_id, load_ground_truth
+from neardup.data.manifest import image_ids, load_ground_truth
 from neardup.errors import UsageError
 from neardup.extract.base import TorchExtractor
 from neardup.extract.onnx_engine import attach
@@ -32,7 +32,7 @@ class Validator:
         self.rows = rows
         self.query_paths = [str(q_root / r.query) for r in rows]
         self.db_paths = [str(p) for p in list_images(database)]
-        self.db_ids = [image_id(p, database) for p in self.db_paths]
+        self.db_ids = image_ids(self.db_paths, database)
         self.distractor_paths = [str(p) for d in distractors for p in list_images(d)]
         missing = {r.source for r in rows} - set(self.db_ids)
         if len(missing) == len({r.source for r in rows}):
