@@ -30,7 +30,8 @@ def test_registering_an_undeclared_parameter_is_a_programming_error():
 
 
 @pytest.mark.parametrize("entries, message", [
-    ([{"attack": "scale", "params": {"ratio": 200}}], "attack 'scale' parameter 'ratio' = 200 is outside its range [0.01, 2]"),
+    ([{"attack": "scale", "params": {"ratio": 200}}],
+     "attack 'scale' parameter 'ratio' = 200 is outside its range [0.01, 2]"),
     ([{"attack": "scale", "params": {"ratio": [0.5, 200]}}], "'ratio' = 200 is outside its range [0.01, 2]"),
     ([{"attack": "scale", "params": {"ratio": 0}}], "'ratio' = 0 is outside its range"),
     ([{"attack": "scale", "params": {"ratio": float("nan")}}], "is not a finite number"),
@@ -40,7 +41,8 @@ def test_registering_an_undeclared_parameter_is_a_programming_error():
     ([{"attack": "gaussian_blur", "params": {"kernel": 4}}], "'kernel' = 4 is not an odd integer in [1, 99]"),
     ([{"attack": "median_blur", "params": {"kernel": 3.5}}], "'kernel' = 3.5 is not an odd integer"),
     ([{"attack": "jpeg", "params": {"quality": 101}}], "'quality' = 101 is outside its range [1, 100]"),
-    ([{"attack": "crop", "params": {"percent": 10, "resize": "yes please"}}], "'resize' = 'yes please' is not true or false"),
+    ([{"attack": "crop", "params": {"percent": 10, "resize": "yes please"}}],
+     "'resize' = 'yes please' is not true or false"),
     ([{"attack": "text", "params": {"length": 10 ** 9}}], "'length' = 1000000000 is outside its range [1, 500]"),
     ([{"attack": "scale", "params": {"ratoi": 2}}], "attack 'scale' has no parameter 'ratoi'; its parameters: ratio"),
     ([{"attack": "invert", "params": {"amount": 1}}], "attack 'invert' has no parameter 'amount'"),
@@ -54,7 +56,8 @@ def test_registering_an_undeclared_parameter_is_a_programming_error():
     ([], "'attacks' list is empty"),
     ({"attack": "scale"}, "'attacks' list is empty or not a list"),
     ([{"attack": "invert"}, {"attack": "invert"}], "duplicate attack names 'invert' and 'invert'"),
-    ([{"attack": "invert", "name": "Neg"}, {"attack": "hflip", "name": "neg"}], "duplicate attack names 'Neg' and 'neg'"),
+    ([{"attack": "invert", "name": "Neg"}, {"attack": "hflip", "name": "neg"}],
+     "duplicate attack names 'Neg' and 'neg'"),
     ([{"attack": "gamma", "params": {"gamma": [0.5, 0.5000001]}}], "duplicate attack names 'gamma_0.5'"),
 ], ids=lambda x: str(x)[:40] if isinstance(x, str) else None)
 def test_bad_attack_sets_are_refused_with_one_clear_message(entries, message):
@@ -102,7 +105,8 @@ def test_a_bad_set_fails_when_loaded_before_any_worker(tmp_path, monkeypatch):
         monkeypatch.setitem(attacks_mod.ATTACKS, d.name, d.__class__(d.name, lambda *a, **k: calls.append(a),
                                                                        d.doc, d.params, d.required))
     bad = tmp_path / "views.yaml"
-    bad.write_text("attacks:\n  - {attack: jpeg, params: {quality: [50, 90]}}\n  - {attack: scale, params: {ratio: 200}}\n")
+    bad.write_text("attacks:\n  - {attack: jpeg, params: {quality: [50, 90]}}\n"
+                   "  - {attack: scale, params: {ratio: 200}}\n")
     with pytest.raises(UsageError, match=r"views.yaml: attack 'scale' parameter 'ratio' = 200 is outside its range"):
         load_attack_config(bad)
     assert calls == []  # nothing was applied to any image
