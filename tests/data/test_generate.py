@@ -248,3 +248,11 @@ def test_default_set_names_are_unchanged(tmp_path, image_dir):
     specs = [s for s in load_attack_config() if s.name in ("rotation_20", "gaussian_noise_0.01")]
     run(image_dir, tmp_path / "q", specs)
     assert queries(tmp_path / "q") == sorted(f"img{i}_{s.name}.jpg" for i in range(6) for s in specs)
+
+
+def test_overwrite_on_own_output_redoes_everything_and_removes_the_old_queries(tmp_path, image_dir):
+    dst = tmp_path / "q"
+    run(image_dir, dst, SPECS[:1])
+    rep = run(image_dir, dst, SPECS[:1], fmt="webp", overwrite=True)
+    assert rep.n_kept == 0 and queries(dst) == [f"img{i}_invert.webp" for i in range(6)]
+    assert run(image_dir, dst, SPECS[:1], fmt="webp", overwrite=True).n_kept == 0
