@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -10,8 +11,11 @@ from typing import Any
 import numpy as np
 
 from neardup import __version__
+from neardup.errors import UsageError
 from neardup.fastsearch.dataset import RetrievalSet
 from neardup.fastsearch.metrics import mean_average_precision, micro_average_precision, recall_at_k
+from neardup.fastsearch.schema import EXACT_SCHEMA, check_result
+from neardup.io_utils import read_json
 
 SCHEMA = "neardup.search.exact/1"
 KS = (1, 5, 10)
@@ -58,7 +62,7 @@ class Scores:
     muAP: float
 
     @classmethod
-    def compute(cls, ranked: np.ndarray, scores: np.ndarray, gt: np.ndarray) -> "Scores":
+    def compute(cls, ranked: np.ndarray, scores: np.ndarray, gt: np.ndarray) -> Scores:
         return cls(len(gt), {str(k): v for k, v in recall_at_k(ranked, gt, KS).items()},
                    mean_average_precision(ranked, gt), micro_average_precision(ranked, scores, gt))
 
@@ -85,12 +89,34 @@ class RetrievalResult:
         return {"schema": SCHEMA, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RetrievalResult":
+    def from_dict(cls, d: dict[str, Any], source: str = "search exact result") -> RetrievalResult:
+        """The result of a ``to_dict()`` JSON document, validated against ``EXACT_SCHEMA`` (UsageError)."""
+        d = check_result(d, EXACT_SCHEMA, source)
         d = {k: v for k, v in d.items() if k != "schema"}
         d["overall"] = Scores(**d["overall"])
         d["per_family"] = {k: Scores(**v) for k, v in d["per_family"].items()}
         d["per_attack"] = {k: Scores(**v) for k, v in d["per_attack"].items()}
         return cls(**d)
+
+
+def load_result(path: str | os.PathLike) -> RetrievalResult:
+    """A ``search exact`` result file, validated (one UsageError naming the file for anything wrong)."""
+    return RetrievalResult.from_dict(read_json(path, "results file"), str(path))
+
+
+def metric_names(result: RetrievalResult) -> list[str]:
+    """The metrics ``format_table`` can show for ``result``: recall@k for the k it holds, mAP, muAP."""
+    ks = sorted({int(k) for k in result.overall.recall if k.isdigit()})
+    return [f"recall@{k}" for k in ks] + ["mAP", "muAP"]
+
+
+def check_metric_name(results: list[RetrievalResult], metric: str, names: list[str] | None = None) -> None:
+    """Refuse a metric some result does not hold (it would print NaN), listing those all of them hold."""
+    names = names or [r.model for r in results]
+    common = [m for m in metric_names(results[0]) if all(m in metric_names(r) for r in results)]
+    for r, name in zip(results, names, strict=True):
+        if metric not in metric_names(r):
+            raise UsageError(f"metric {metric!r} is not in {name} (k={r.k}); available: {', '.join(common)}")
 
 
 def environment() -> dict[str, Any]:
