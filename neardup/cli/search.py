@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +70,8 @@ def _opt_tuple(v: tuple[Any, ...]) -> tuple[Any, ...] | None:
                    "[default: Flat, IVF{nlist},Flat; BFlat, BIVF{nlist} for hashes]")
 @click.option("--metric", "metric", multiple=True, type=click.Choice(["l2", "cosine", "l1", "js", "hamming"]),
               help="Repeatable [default: the features' own, cosine or hamming].")
-@click.option("--nprobe", multiple=True, type=click.IntRange(1), help="IVF lists visited, repeatable [default: 1 4 16 64].")
+@click.option("--nprobe", multiple=True, type=click.IntRange(1),
+              help="IVF lists visited, repeatable [default: 1 4 16 64].")
 @click.option("--ef-search", "ef_search", multiple=True, type=click.IntRange(1),
               help="HNSW search breadth, repeatable [default: 16 64 256].")
 @click.option("--k-factor", "k_factor", multiple=True, type=click.IntRange(1),
@@ -91,13 +91,16 @@ def _opt_tuple(v: tuple[Any, ...]) -> tuple[Any, ...] | None:
               help="Training vectors [default: 64 per IVF list, at least 10000].")
 @click.option("--chunk-size", type=click.IntRange(1), default=None, help="Vectors added per chunk [default: 65536].")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (results.json, config.yaml).")
-@click.option("--overwrite", is_flag=True, help="Write into a non-empty --out neardup did not write (beside its files).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder (results.json, config.yaml).")
+@click.option("--overwrite", is_flag=True,
+              help="Write into a non-empty --out neardup did not write (beside its files).")
 @click.option("--all-points", is_flag=True, help="Print every point, not only the Pareto frontier.")
 @click.option("--quiet", is_flag=True, help="No progress bar or table.")
 def search_bench_cmd(database: str, queries: str, distractors: tuple[str, ...], manifest: str | None,
                      index: tuple[str, ...], metric: tuple[str, ...], nprobe: tuple[int, ...],
-                     ef_search: tuple[int, ...], k_factor: tuple[int, ...], k: tuple[int, ...], synthetic: int, synthetic_rank: int,
+                     ef_search: tuple[int, ...], k_factor: tuple[int, ...], k: tuple[int, ...], synthetic: int,
+                     synthetic_rank: int,
                      pca: int | None, device: str, threads: int | None, latency_queries: int | None,
                      train_size: int | None, chunk_size: int | None, seed: int, out: str, overwrite: bool,
                      all_points: bool, quiet: bool) -> None:
@@ -110,7 +113,8 @@ def search_bench_cmd(database: str, queries: str, distractors: tuple[str, ...], 
     )
 
     given = {"specs": _opt_tuple(index), "metrics": _opt_tuple(metric), "nprobe": _opt_tuple(nprobe),
-             "ef_search": _opt_tuple(ef_search), "k_factor": _opt_tuple(k_factor), "ks": _opt_tuple(k), "latency_queries": latency_queries,
+             "ef_search": _opt_tuple(ef_search), "k_factor": _opt_tuple(k_factor), "ks": _opt_tuple(k),
+             "latency_queries": latency_queries,
              "threads": threads, "device": device, "chunk_size": chunk_size, "train_size": train_size, "seed": seed}
     cfg = BenchConfig(**{k: v for k, v in given.items() if v is not None})
     cfg.validate()
@@ -119,8 +123,9 @@ def search_bench_cmd(database: str, queries: str, distractors: tuple[str, ...], 
     result = run_bench(inputs.db, inputs.queries, inputs.gt, cfg, default_metric=inputs.metric,
                        dataset=inputs.dataset, show_progress=not quiet)
     params = {"database": database, "queries": queries, "distractors": list(distractors), "manifest": manifest,
-              "index": list(dict.fromkeys(r.index for r in result.records)), "metric": list(cfg.metrics), "nprobe": list(cfg.nprobe),
-              "ef_search": list(cfg.ef_search), "k_factor": list(cfg.k_factor), "k": list(cfg.ks), "synthetic": synthetic,
+              "index": list(dict.fromkeys(r.index for r in result.records)), "metric": list(cfg.metrics),
+              "nprobe": list(cfg.nprobe), "ef_search": list(cfg.ef_search), "k_factor": list(cfg.k_factor),
+              "k": list(cfg.ks), "synthetic": synthetic,
               "synthetic_rank": synthetic_rank, "pca": pca, "device": device, "threads": threads,
               "latency_queries": cfg.latency_queries, "train_size": train_size, "chunk_size": cfg.chunk_size,
               "seed": seed}
@@ -136,7 +141,8 @@ def search_bench_cmd(database: str, queries: str, distractors: tuple[str, ...], 
 @click.command("plot")
 @click.argument("results", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the PNG and PDF figures.")
-@click.option("--overwrite", is_flag=True, help="Write into a non-empty --out neardup did not write (beside its files).")
+@click.option("--overwrite", is_flag=True,
+              help="Write into a non-empty --out neardup did not write (beside its files).")
 def plot_cmd(results: str, out: str, overwrite: bool) -> None:
     """Figures of a `search bench` RESULTS.json: recall-vs-QPS frontier, recall vs time, build time and memory."""
     from neardup.fastsearch.plot import load_result, plot_results

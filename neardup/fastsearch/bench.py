@@ -221,8 +221,9 @@ def run_bench(db: Database, queries: np.ndarray, gt: np.ndarray, cfg: BenchConfi
                 if cfg.warmup:
                     search(index, q[:cfg.warmup], k, m)  # warm-up on a slice, not a second full pass
                 timer = Timer(repeats=1, min_seconds=0.2)
-                scores, ids = timer.run(lambda: search(index, q, k, m))
-                lat = Timer(warmup=cfg.warmup).per_call(lambda j: search(index, q[j:j + 1], k, m), lat_idx)
+                scores, ids = timer.run(lambda index=index, q=q, k=k, m=m: search(index, q, k, m))
+                lat = Timer(warmup=cfg.warmup).per_call(
+                    lambda j, index=index, q=q, k=k, m=m: search(index, q[j:j + 1], k, m), lat_idx)
                 pct = percentiles_ms(lat) if len(lat) else {"p50": None, "p99": None}
                 sc = _scores_vs_manifest(ids, scores, gt)
                 records.append(BenchPoint(
@@ -287,7 +288,8 @@ def format_frontier(result: BenchResult, all_points: bool = False) -> str:
             r10 = f"{r.recall_at_10:6.3f}" if r.recall_at_10 is not None else f"{'-':>6}"
             lines.append(f"{r.factory[:34]:<34} {p[:26]:<26} {r.k:>3} {r.recall_at_1:6.3f} {rel:6.3f} {r10} "
                          f"{r.muAP:6.3f} {r.ann_recall_1_at_1:6.3f} {r.qps:9.0f} {speed} {_ms(r.latency_ms_p50)} "
-                         f"{_ms(r.latency_ms_p99)} {r.bytes_per_vector:7.1f} {r.train_seconds:6.1f} {r.add_seconds:6.1f}")
+                         f"{_ms(r.latency_ms_p99)} {r.bytes_per_vector:7.1f} {r.train_seconds:6.1f} "
+                         f"{r.add_seconds:6.1f}")
         lines.append("")
     return "\n".join(lines).rstrip()
 

@@ -123,7 +123,8 @@ def environment() -> dict[str, Any]:
     import faiss
 
     env = {"neardup": __version__, "python": platform.python_version(), "platform": platform.platform(),
-           "numpy": np.__version__, "faiss": getattr(faiss, "__version__", "?"), "faiss_threads": faiss.omp_get_max_threads()}
+           "numpy": np.__version__, "faiss": getattr(faiss, "__version__", "?"),
+           "faiss_threads": faiss.omp_get_max_threads()}
     try:
         import torch
 
@@ -134,7 +135,8 @@ def environment() -> dict[str, Any]:
 
 
 def _grouped(keys: np.ndarray, ranked: np.ndarray, scores: np.ndarray, gt: np.ndarray) -> dict[str, Scores]:
-    return {str(g): Scores.compute(ranked[keys == g], scores[keys == g], gt[keys == g]) for g in sorted(set(keys.tolist()))}
+    return {str(g): Scores.compute(ranked[keys == g], scores[keys == g], gt[keys == g])
+            for g in sorted(set(keys.tolist()))}
 
 
 def evaluate(rs: RetrievalSet, k: int = 10, config: dict[str, Any] | None = None) -> RetrievalResult:
@@ -162,14 +164,18 @@ def format_table(results: list[RetrievalResult], metric: str = "recall@1") -> st
     names = [r.model for r in results]
     w = max([len("family")] + [len(f) for f in families] + [len("overall")])
     cols = [max(len(n), 7) for n in names]
-    lines = [f"{metric} per attack family", f"{'family':<{w}}  " + "  ".join(f"{n:>{c}}" for n, c in zip(names, cols))]
+
+    def row(label: str, cells: list[str]) -> str:
+        return f"{label:<{w}}  " + "  ".join(f"{x:>{c}}" for x, c in zip(cells, cols, strict=True))
+
+    lines = [f"{metric} per attack family", row("family", names)]
     lines.append("-" * len(lines[-1]))
     for f in families:
-        cells = [f"{value(r.per_family[f]):.3f}" if f in r.per_family else "-" for r in results]
-        lines.append(f"{f:<{w}}  " + "  ".join(f"{x:>{c}}" for x, c in zip(cells, cols)))
+        lines.append(row(f, [f"{value(r.per_family[f]):.3f}" if f in r.per_family else "-" for r in results]))
     lines.append("-" * len(lines[1]))
-    for label, fn in ((f"overall {metric}", value), ("overall µAP", lambda s: s.muAP), ("overall mAP", lambda s: s.mAP)):
-        lines.append(f"{label:<{w}}  " + "  ".join(f"{fn(r.overall):>{c}.3f}" for r, c in zip(results, cols)))
-    lines.append(f"{'queries':<{w}}  " + "  ".join(f"{r.n_queries:>{c}d}" for r, c in zip(results, cols)))
-    lines.append(f"{'database':<{w}}  " + "  ".join(f"{r.n_database:>{c}d}" for r, c in zip(results, cols)))
+    overall = ((f"overall {metric}", value), ("overall µAP", lambda s: s.muAP), ("overall mAP", lambda s: s.mAP))
+    for label, fn in overall:
+        lines.append(row(label, [f"{fn(r.overall):.3f}" for r in results]))
+    lines.append(row("queries", [f"{r.n_queries:d}" for r in results]))
+    lines.append(row("database", [f"{r.n_database:d}" for r in results]))
     return "\n".join(lines)

@@ -121,15 +121,18 @@ def register_family(fam: IndexFamily) -> IndexFamily:
 for _fam in (
     IndexFamily("flat", r"Flat", FLAT_STORAGE, (), "Flat", "exact brute force"),
     IndexFamily("hnsw", r"HNSW\d+(?:,Flat)?", FLAT_STORAGE, ("efSearch",), "HNSW32", "graph over full vectors"),
-    IndexFamily("ivf_flat", r"IVF\d+,Flat", FLAT_STORAGE, ("nprobe",), "IVF{nlist},Flat", "inverted lists, full vectors"),
+    IndexFamily("ivf_flat", r"IVF\d+,Flat", FLAT_STORAGE, ("nprobe",), "IVF{nlist},Flat",
+                "inverted lists, full vectors"),
     IndexFamily("ivf_hnsw", _PRE + r"IVF\d+_HNSW\d+,(?:Flat|SQ\d+|SQfp16|PQ\d+(?:x\d+)?(?:fs)?r?)" + _REFINE, FLOAT,
                 ("nprobe", "quantizer_efSearch"), "IVF{nlist}_HNSW32,Flat", "IVF with an HNSW coarse quantizer"),
-    IndexFamily("ivf_sq", _PRE + r"IVF\d+,(?:SQ\d+|SQfp16)" + _REFINE, FLOAT, ("nprobe",), "IVF{nlist},SQ8", "scalar quantised"),
+    IndexFamily("ivf_sq", _PRE + r"IVF\d+,(?:SQ\d+|SQfp16)" + _REFINE, FLOAT, ("nprobe",), "IVF{nlist},SQ8",
+                "scalar quantised"),
     IndexFamily("ivf_pq", _PRE + r"IVF\d+,PQ\d+(?:x\d+)?(?:fs|fsr)?" + _REFINE, FLOAT, ("nprobe",), "IVF{nlist},PQ8",
                 "product quantised (x4fs/x4fsr: fast-scan; ,RFlat: exact re-ranking)"),
     IndexFamily("pre_flat", r"(?:(?:PCAR?\d+|OPQ\d+(?:_\d+)?|RR\d+|L2norm),)+(?:Flat|HNSW\d+|IVF\d+,Flat)", FLOAT,
                 ("nprobe", "efSearch"), "PCA16,IVF{nlist},Flat", "PCA/OPQ pre-transform then flat storage"),
-    IndexFamily("pq", _PRE + r"PQ\d+(?:x\d+)?(?:fs)?" + _REFINE, FLOAT, (), "PQ8", "product quantiser, no inverted lists"),
+    IndexFamily("pq", _PRE + r"PQ\d+(?:x\d+)?(?:fs)?" + _REFINE, FLOAT, (), "PQ8",
+                "product quantiser, no inverted lists"),
     IndexFamily("bflat", r"BFlat", ("hamming",), (), "BFlat", "binary brute force"),
     IndexFamily("bivf", r"BIVF\d+(?:_HNSW\d+)?", ("hamming",), ("nprobe",), "BIVF{nlist}", "binary inverted lists"),
     IndexFamily("bhnsw", r"BHNSW\d+", ("hamming",), ("efSearch",), "BHNSW32", "binary HNSW graph"),
@@ -370,7 +373,8 @@ def set_search_params(index: Any, params: dict[str, int]) -> None:
     ok = search_param_names(index)
     bad = sorted(set(params) - ok)
     if bad:
-        raise UsageError(f"index has no search parameter {', '.join(bad)} (it takes: {', '.join(sorted(ok)) or 'none'})")
+        raise UsageError(f"index has no search parameter {', '.join(bad)} "
+                         f"(it takes: {', '.join(sorted(ok)) or 'none'})")
     ps = faiss.ParameterSpace()
     for name, value in params.items():
         ps.set_index_parameter(index, name, float(value))

@@ -40,9 +40,19 @@ import numpy as np
 from neardup import __version__
 from neardup.errors import UsageError
 from neardup.extract.store import FeatureStore
-from neardup.fastsearch.indexes import (METRICS, build_index, check_trainable, prepare_vectors,
-                                        read_index, resolve_spec, search, set_search_params, train_index,
-                                        train_size, write_index)
+from neardup.fastsearch.indexes import (
+    METRICS,
+    build_index,
+    check_trainable,
+    prepare_vectors,
+    read_index,
+    resolve_spec,
+    search,
+    set_search_params,
+    train_index,
+    train_size,
+    write_index,
+)
 from neardup.io_utils import atomic_write_json, atomic_write_text, read_json, read_json_object, read_text
 from neardup.outdir import check_out_dir, claim_out_dir, folder_lock
 
@@ -200,7 +210,8 @@ def _load(root: Path, folder: Path) -> IndexDir:
     meta = IndexMeta.from_dict(read_json(folder / "meta.json", "index meta.json"), f"{folder / 'meta.json'}")
     paths = read_json(folder / "paths.json", "index paths.json")
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-        raise UsageError(f"{folder / 'paths.json'} is damaged (not a list of paths); rebuild with `neardup index build`")
+        raise UsageError(f"{folder / 'paths.json'} is damaged (not a list of paths); "
+                         f"rebuild with `neardup index build`")
     index_file = folder / "index.faiss"
     if not index_file.is_file():
         raise FileNotFoundError(index_file)
@@ -215,8 +226,9 @@ def _load(root: Path, folder: Path) -> IndexDir:
         raise UsageError(f"{index_file} is not a readable faiss index (truncated or damaged: "
                          f"{lines[-1][-120:] if lines else exc}); rebuild with `neardup index build`") from None
     if not index.ntotal == len(paths) == meta.ntotal or int(index.d) != meta.num_features:
-        raise UsageError(f"{where} is inconsistent: {index.ntotal} vectors of {index.d} dimensions, {len(paths)} paths, "
-                         f"meta says {meta.ntotal} of {meta.num_features}; rebuild it with `neardup index build`")
+        raise UsageError(f"{where} is inconsistent: {index.ntotal} vectors of {index.d} dimensions, "
+                         f"{len(paths)} paths, meta says {meta.ntotal} of {meta.num_features}; "
+                         f"rebuild it with `neardup index build`")
     return IndexDir(root, index, meta, paths, folder)
 
 
@@ -409,7 +421,8 @@ def _input_paths(images: str | os.PathLike | Sequence[str]) -> tuple[list[str], 
 
 
 def extract_like_index(meta: IndexMeta, images: str | os.PathLike | Sequence[str], device: str | None = None,
-                       weights: str | None = None, workers: int | None = None) -> tuple[np.ndarray, list[str], list[dict]]:
+                       weights: str | None = None,
+                       workers: int | None = None) -> tuple[np.ndarray, list[str], list[dict]]:
     """Features of ``images`` (folder, list file, or a list of paths) with the index's model and preprocessing.
 
     Extracted in memory, path by path: nothing is written, and file names are never parsed from text.
@@ -481,10 +494,10 @@ def query_index(index_dir: str | os.PathLike, images: Sequence[str], k: int = 10
             scores, ids = search(idx.index, prepare_vectors(feats, idx.meta.metric), kk, idx.meta.metric)
         else:  # an empty index: no neighbours
             scores, ids = np.zeros((len(feats), 0)), np.zeros((len(feats), 0), dtype=np.int64)
-        for p, srow, irow in zip(paths, scores, ids):
+        for p, srow, irow in zip(paths, scores, ids, strict=False):
             results.append({"query": p, "neighbours": [
                 {"rank": r + 1, "id": int(i), "path": idx.paths[i], "score": float(s)}
-                for r, (s, i) in enumerate(zip(srow, irow)) if i >= 0]})
+                for r, (s, i) in enumerate(zip(srow, irow, strict=False)) if i >= 0]})
     return QueryResult(str(index_dir), k, idx.meta.metric, results, skipped)
 
 
@@ -531,12 +544,12 @@ def draw_grid(result: QueryResult, out: str | os.PathLike, max_queries: int = 8,
             s.set_color(color)
             s.set_linewidth(2)
 
-    for row, r in zip(axes, rows):
+    for row, r in zip(axes, rows, strict=False):
         for ax in row:
             ax.axis("off")
         row[0].axis("on")
         show(row[0], r["query"], "query: " + Path(r["query"]).name[:18], "tab:blue")
-        for ax, nb in zip(row[1:], r["neighbours"]):
+        for ax, nb in zip(row[1:], r["neighbours"], strict=False):
             ax.axis("on")
             show(ax, nb["path"], f"#{nb['rank']} {Path(nb['path']).name[:14]}\n{nb['score']:.3f}", "0.7")
     fig.tight_layout()

@@ -66,7 +66,7 @@ def _draw(result: BenchResult, out: Path) -> list[Path]:
 
     # recall vs QPS, Pareto frontier
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.5), squeeze=False)
-    for ax, m in zip(axes[0], metrics):
+    for ax, m in zip(axes[0], metrics, strict=False):
         pts = [r for r in result.records if r.metric == m]
         for f in families:
             sel = [r for r in pts if r.factory == f]
@@ -91,7 +91,7 @@ def _draw(result: BenchResult, out: Path) -> list[Path]:
 
     # recall vs search time, Flat as reference
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.5), squeeze=False)
-    for ax, m in zip(axes[0], metrics):
+    for ax, m in zip(axes[0], metrics, strict=False):
         pts = [r for r in result.records if r.metric == m]
         for f in families:
             sel = [r for r in pts if r.factory == f]

@@ -7,8 +7,8 @@ from click.testing import CliRunner
 
 from neardup.cli import main
 from neardup.fastsearch.schema import validate
-
 from tests.conftest import make_image
+
 from .conftest import clustered, make_store
 
 
