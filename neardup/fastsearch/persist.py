@@ -298,7 +298,15 @@ class IndexDir:
         _remove_generations(root, {gen.name})
 
     def add(self, feats: np.ndarray, paths: Sequence[str]) -> int:
-        """Append vectors whose (normalised) path is not indexed yet, each path once; returns how many."""
+        """Append vectors whose (normalised) path is not indexed yet, each path once; returns how many.
+
+        Raises:
+            UsageError: a count mismatch, or NaN/inf features (faiss would index them silently).
+        """
+        feats = np.asarray(feats)
+        if len(feats) != len(paths):
+            raise UsageError(f"{len(feats)} feature vectors but {len(paths)} paths")
+        check_finite(feats, "the features to add")
         known = {normalise_path(p) for p in self.paths}
         keep, new = [], []
         for i, p in enumerate(paths):
@@ -308,12 +316,19 @@ class IndexDir:
                 keep.append(i)
                 new.append(norm)
         if keep:
-            self.index.add(prepare_vectors(np.asarray(feats)[keep], self.meta.metric))
+            self.index.add(prepare_vectors(feats[keep], self.meta.metric))
             self.paths.extend(new)
         return len(keep)
 
 
 # --------------------------------------------------------------------------- build and add
+def check_finite(feats: np.ndarray, source: str) -> None:
+    """Refuse NaN or infinite feature values: faiss would index and return them without a word."""
+    if feats.dtype.kind == "f" and feats.size and not np.isfinite(feats).all():
+        bad = int((~np.isfinite(feats).all(axis=1)).sum())
+        raise UsageError(f"{source}: {bad} feature vectors hold NaN or infinite values; re-extract them")
+
+
 def _index_for(store: FeatureStore, factory: str, metric: str | None) -> tuple[Any, str, str]:
     """An empty index for ``store`` (validated: spec, metric, enough vectors to train): (index, spec, metric)."""
     metric = metric or store.metric
@@ -348,6 +363,7 @@ def build_index_dir(features: str | os.PathLike, factory: str, out: str | os.Pat
         if not overwrite and _committed(out) is not None:
             raise UsageError(f"{out} already holds an index; use --overwrite or `neardup index add`")
         feats = np.asarray(store.features())
+        check_finite(feats, f"feature folder {store.root}")
         n = len(feats)
         if not index.is_trained:
             t = train_size(index, n)
@@ -445,8 +461,7 @@ def extract_like_index(meta: IndexMeta, images: str | os.PathLike | Sequence[str
     feats, idx = encode_paths(ext, paths, workers=workers)
     if feats.dtype.kind == "f":
         feats = feats.astype(np.float32, copy=False)
-        if not np.all(np.isfinite(feats)):
-            raise UsageError(f"non-finite features from {meta.model}; check the weights")
+        check_finite(feats, f"features extracted with {meta.model} (check the weights)")
     got = set(idx.tolist())
     skipped = [{"path": p, "reason": _skip_reason(p)} for i, p in enumerate(paths) if i not in got]
     return feats, [normalise_path(paths[i]) for i in idx], [*problems, *skipped]

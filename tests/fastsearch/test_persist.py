@@ -371,3 +371,20 @@ def test_query_paths_with_blanks_and_newlines(tmp_path, image_dir):
     assert res.results[1]["neighbours"][0]["path"].endswith("img3.png")
     assert [s["path"] for s in res.skipped] == [str(tmp_path / "missing.png")]
     assert res.skipped[0]["reason"]
+
+
+def test_non_finite_features_are_refused(stores, tmp_path):
+    db, _, _ = clustered(20, 16, 5)
+    db[3, 2] = np.nan
+    db[7, 0] = np.inf
+    bad = make_store(tmp_path / "nan", db, [f"n{i}.jpg" for i in range(20)])
+    # (the feature store may refuse them itself when read: either way, one clear error)
+    with pytest.raises(UsageError, match="(?i)nan|infinite|non-finite"):
+        build_index_dir(bad, "Flat", tmp_path / "idx")
+    build_index_dir(stores["a"], "Flat", tmp_path / "idx")
+    with pytest.raises(UsageError, match="(?i)nan|infinite|non-finite"):
+        add_features(tmp_path / "idx", bad)
+    idx = IndexDir.open(tmp_path / "idx")
+    with pytest.raises(UsageError, match="1 feature vectors hold NaN or infinite values"):
+        idx.add(db[3:4], ["x.jpg"])  # the library check, whatever the store does
+    assert counts(tmp_path / "idx") == (200, 200, 200)
