@@ -76,7 +76,8 @@ def normalise_path(path: str | os.PathLike) -> str:
 _TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,), "num_features": (int,), "metric": (str,), "preprocessing": (dict,), "factory": (str,),
     "spec": (str,), "ntotal": (int,), "binary": (bool,), "created": (str,), "neardup_version": (str,),
-    "transform": (str, type(None)), "index_bytes": (int, type(None)), "index_sha256": (str, type(None))}
+    "transform": (str, type(None)), "index_bytes": (int, type(None)), "index_sha256": (str, type(None)),
+    "paths_resolved": (bool,)}
 _REQUIRED = ("model", "num_features", "metric", "preprocessing", "factory", "spec", "ntotal", "binary")
 
 
@@ -95,6 +96,7 @@ class IndexMeta:
     transform: str | None = None  # digest of the feature store's stored transform (L2/PCA whitening), if any
     index_bytes: int | None = None  # size and sha256 of index.faiss (None in folders written before they existed)
     index_sha256: str | None = None
+    paths_resolved: bool = False  # every path in paths.json is normalise_path()'d (not in older folders)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": INDEX_SCHEMA, **asdict(self)}
@@ -307,7 +309,8 @@ class IndexDir:
         if len(feats) != len(paths):
             raise UsageError(f"{len(feats)} feature vectors but {len(paths)} paths")
         check_finite(feats, "the features to add")
-        known = {normalise_path(p) for p in self.paths}
+        # paths this version wrote are normalised already (no file-system call per indexed image)
+        known = set(self.paths) if self.meta.paths_resolved else {normalise_path(p) for p in self.paths}
         keep, new = [], []
         for i, p in enumerate(paths):
             norm = normalise_path(p)
@@ -371,7 +374,7 @@ def build_index_dir(features: str | os.PathLike, factory: str, out: str | os.Pat
             train_index(index, prepare_vectors(feats[sel], metric), spec)
         meta = IndexMeta(store.model, store.dim, metric, store.meta.get("preprocessing", {}), spec, factory, 0,
                          store.metric == "hamming", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                         transform=transform_digest(store))
+                         transform=transform_digest(store), paths_resolved=True)
         idx = IndexDir(out, index, meta, [])
         idx.add(feats, list(store.paths))
         idx.commit()

@@ -229,7 +229,7 @@ def _to_old_layout(root: Path) -> None:
     for name in ("index.faiss", "paths.json", "meta.json"):
         (gen / name).rename(root / name)
     meta = json.loads((root / "meta.json").read_text())
-    del meta["index_bytes"], meta["index_sha256"]
+    del meta["index_bytes"], meta["index_sha256"], meta["paths_resolved"]
     (root / "meta.json").write_text(json.dumps(meta))
     gen.rmdir()
     (root / CURRENT).unlink()
@@ -246,6 +246,20 @@ def test_old_flat_layout_is_read_and_upgraded_on_add(stores, tmp_path):
     assert not (out / "index.faiss").exists() and not (out / "meta.json").exists()  # the old generation
     with pytest.raises(UsageError, match="already holds an index"):
         build_index_dir(stores["a"], "Flat", out)
+
+
+def test_old_layout_paths_as_given_are_compared_resolved(stores, tmp_path, monkeypatch):
+    """Older folders stored paths as given (e.g. relative): another spelling of one of them is still a duplicate."""
+    out = tmp_path / "idx"
+    build_index_dir(stores["b"], "Flat", out)
+    _to_old_layout(out)
+    monkeypatch.chdir(tmp_path)
+    (out / "paths.json").write_text(json.dumps([f"b/b{i}.jpg" for i in range(10)]))  # relative, as older versions kept
+    assert add_features(out, stores["b"]) == 0  # the absolute spelling of the same files
+    assert add_features(out, stores["c"]) == 10
+    idx = IndexDir.open(out)
+    assert idx.paths[:10] == [f"b/b{i}.jpg" for i in range(10)]  # what was stored is kept as it was
+    assert counts(out) == (20, 20, 20)
 
 
 def test_paths_are_normalised_so_one_file_is_indexed_once(tmp_path, monkeypatch):
