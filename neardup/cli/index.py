@@ -24,13 +24,17 @@ def index_group() -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Index folder to create.")
 @click.option("--metric", type=click.Choice(["l2", "cosine", "l1", "js", "hamming"]), default=None,
               help="[default: the features' own, cosine or hamming]")
-@click.option("--overwrite", is_flag=True, help="Replace an existing index in --out.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the index in --out (kept until the new one is committed); in a folder neardup did "
+                   "not write, write beside its files.")
 def index_build_cmd(features: str, factory: str, out: str, metric: str | None, overwrite: bool) -> None:
     """Build an index over FEATURES (a `neardup extract` folder) and save index + paths + model metadata."""
-    from neardup.fastsearch.persist import build_index_dir
+    from neardup.fastsearch.persist import IndexDir, build_index_dir
 
-    idx = build_index_dir(features, factory, out, metric, overwrite)
-    save_config(out, "index build", {"features": features, "factory": factory, "metric": idx.meta.metric})
+    def write_config(idx: IndexDir) -> None:  # under the folder lock, right after the commit
+        save_config(idx.root, "index build", {"features": features, "factory": factory, "metric": idx.meta.metric})
+
+    idx = build_index_dir(features, factory, out, metric, overwrite, on_commit=write_config)
     click.echo(f"{idx.meta.ntotal} vectors ({idx.meta.model}, {idx.meta.metric}) -> {out} [{idx.meta.factory}]")
 
 
@@ -41,7 +45,11 @@ def index_build_cmd(features: str, factory: str, out: str, metric: str | None, o
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Checkpoint the index's model used.")
 @click.option("--workers", type=click.IntRange(0), default=None, help="Decoding processes.")
 def index_add_cmd(index_dir: str, images: str, device: str | None, weights: str | None, workers: int | None) -> None:
-    """Append IMAGES (folder or list file; or a feature folder of the same model) to INDEX_DIR."""
+    """Append IMAGES (folder or list file; or a feature folder of the same model) to INDEX_DIR.
+
+    Images already indexed (the same file, however its path is spelled) are not added again. The update
+    is committed at once or not at all; a second concurrent update of the same index is refused.
+    """
     from neardup.fastsearch.persist import add_features, add_images
 
     if (Path(images) / "meta.json").is_file():
@@ -61,7 +69,7 @@ def index_add_cmd(index_dir: str, images: str, device: str | None, weights: str 
 @click.option("--ef-search", "ef_search", type=click.IntRange(1), default=None, help="HNSW search breadth.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
 @click.option("--grid", type=click.Path(dir_okay=False), default=None,
-              help="Draw each query beside its neighbours (.png or .pdf).")
+              help="Draw each query beside its neighbours (.png, .pdf or .svg).")
 @click.option("--device", default=None, help="Extraction device: auto, cpu or cuda[:N].")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Checkpoint the index's model used.")
 @click.option("--workers", type=click.IntRange(0), default=None, help="Decoding processes.")
@@ -69,8 +77,10 @@ def query_cmd(index_dir: str, images: tuple[str, ...], k: int, nprobe: int | Non
               out: str | None, grid: str | None, device: str | None, weights: str | None,
               workers: int | None) -> None:
     """Top-k neighbours of each IMAGE in INDEX_DIR, as JSON (scores: higher = more similar)."""
-    from neardup.fastsearch.persist import draw_grid, query_index
+    from neardup.fastsearch.persist import draw_grid, grid_format, query_index
 
+    if grid:
+        grid_format(grid)  # an unknown extension is refused before any extraction
     params = {k_: v for k_, v in (("nprobe", nprobe), ("efSearch", ef_search)) if v is not None}
     result = query_index(index_dir, list(images), k, params, device, weights, workers)
     doc = result.to_dict()

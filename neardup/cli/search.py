@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from neardup.cli._common import (
-    NeardupGroup,
-    config_option,
-    retrieval_set_options,
-    save_config,
-)
-from neardup.errors import UsageError
+from neardup.cli._common import NeardupGroup, config_option, retrieval_set_options, save_config
 from neardup.io_utils import atomic_write_json
+from neardup.outdir import check_out_dir, claim_out_dir
+
+#: What `search bench` writes in --out (the output-folder rule's owned files).
+BENCH_OWNED = ("results.json", "config.yaml")
 
 
 @click.group(cls=NeardupGroup)
@@ -54,19 +51,10 @@ def search_exact_cmd(database: str, queries: str, distractors: tuple[str, ...], 
 @click.option("--metric", default="recall@1", show_default=True, help="recall@1|5|10, mAP or muAP.")
 def report(results: tuple[str, ...], metric: str) -> None:
     """Print several `search exact` results side by side, per attack family."""
-    from neardup.fastsearch.exact import SCHEMA, RetrievalResult, format_table
+    from neardup.fastsearch.exact import check_metric_name, format_table, load_result
 
-    loaded = []
-    for path in results:
-        try:
-            data = json.loads(Path(path).read_text("utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{path}: not JSON ({exc.msg})") from None
-        if data.get("schema") != SCHEMA:
-            raise UsageError(f"{path}: expected schema {SCHEMA}, got {data.get('schema')!r}")
-        loaded.append(RetrievalResult.from_dict(data))
-    if metric not in ("mAP", "muAP") and not metric.startswith("recall@"):
-        raise UsageError(f"unknown metric {metric!r}; use recall@1, recall@5, recall@10, mAP or muAP")
+    loaded = [load_result(path) for path in results]
+    check_metric_name(loaded, metric, list(results))
     click.echo(format_table(loaded, metric))
 
 
@@ -82,7 +70,8 @@ def _opt_tuple(v: tuple[Any, ...]) -> tuple[Any, ...] | None:
                    "[default: Flat, IVF{nlist},Flat; BFlat, BIVF{nlist} for hashes]")
 @click.option("--metric", "metric", multiple=True, type=click.Choice(["l2", "cosine", "l1", "js", "hamming"]),
               help="Repeatable [default: the features' own, cosine or hamming].")
-@click.option("--nprobe", multiple=True, type=click.IntRange(1), help="IVF lists visited, repeatable [default: 1 4 16 64].")
+@click.option("--nprobe", multiple=True, type=click.IntRange(1),
+              help="IVF lists visited, repeatable [default: 1 4 16 64].")
 @click.option("--ef-search", "ef_search", multiple=True, type=click.IntRange(1),
               help="HNSW search breadth, repeatable [default: 16 64 256].")
 @click.option("--k-factor", "k_factor", multiple=True, type=click.IntRange(1),
@@ -102,15 +91,19 @@ def _opt_tuple(v: tuple[Any, ...]) -> tuple[Any, ...] | None:
               help="Training vectors [default: 64 per IVF list, at least 10000].")
 @click.option("--chunk-size", type=click.IntRange(1), default=None, help="Vectors added per chunk [default: 65536].")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (results.json, config.yaml).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder (results.json, config.yaml).")
+@click.option("--overwrite", is_flag=True,
+              help="Write into a non-empty --out neardup did not write (beside its files).")
 @click.option("--all-points", is_flag=True, help="Print every point, not only the Pareto frontier.")
 @click.option("--quiet", is_flag=True, help="No progress bar or table.")
 def search_bench_cmd(database: str, queries: str, distractors: tuple[str, ...], manifest: str | None,
                      index: tuple[str, ...], metric: tuple[str, ...], nprobe: tuple[int, ...],
-                     ef_search: tuple[int, ...], k_factor: tuple[int, ...], k: tuple[int, ...], synthetic: int, synthetic_rank: int,
+                     ef_search: tuple[int, ...], k_factor: tuple[int, ...], k: tuple[int, ...], synthetic: int,
+                     synthetic_rank: int,
                      pca: int | None, device: str, threads: int | None, latency_queries: int | None,
-                     train_size: int | None, chunk_size: int | None, seed: int, out: str, all_points: bool,
-                     quiet: bool) -> None:
+                     train_size: int | None, chunk_size: int | None, seed: int, out: str, overwrite: bool,
+                     all_points: bool, quiet: bool) -> None:
     """Benchmark faiss indexes: build/train/add times, size, QPS, latency p50/p99, recall, µAP, ANN recall."""
     from neardup.fastsearch.bench import (
         BenchConfig,
@@ -120,22 +113,26 @@ def search_bench_cmd(database: str, queries: str, distractors: tuple[str, ...], 
     )
 
     given = {"specs": _opt_tuple(index), "metrics": _opt_tuple(metric), "nprobe": _opt_tuple(nprobe),
-             "ef_search": _opt_tuple(ef_search), "k_factor": _opt_tuple(k_factor), "ks": _opt_tuple(k), "latency_queries": latency_queries,
+             "ef_search": _opt_tuple(ef_search), "k_factor": _opt_tuple(k_factor), "ks": _opt_tuple(k),
+             "latency_queries": latency_queries,
              "threads": threads, "device": device, "chunk_size": chunk_size, "train_size": train_size, "seed": seed}
     cfg = BenchConfig(**{k: v for k, v in given.items() if v is not None})
     cfg.validate()
+    check_out_dir(out, "search bench", overwrite=overwrite, owned=BENCH_OWNED)  # before hours of work
     inputs = load_bench_inputs(database, queries, distractors, manifest, synthetic, synthetic_rank, seed, pca)
     result = run_bench(inputs.db, inputs.queries, inputs.gt, cfg, default_metric=inputs.metric,
                        dataset=inputs.dataset, show_progress=not quiet)
     params = {"database": database, "queries": queries, "distractors": list(distractors), "manifest": manifest,
-              "index": list(dict.fromkeys(r.index for r in result.records)), "metric": list(cfg.metrics), "nprobe": list(cfg.nprobe),
-              "ef_search": list(cfg.ef_search), "k_factor": list(cfg.k_factor), "k": list(cfg.ks), "synthetic": synthetic,
+              "index": list(dict.fromkeys(r.index for r in result.records)), "metric": list(cfg.metrics),
+              "nprobe": list(cfg.nprobe), "ef_search": list(cfg.ef_search), "k_factor": list(cfg.k_factor),
+              "k": list(cfg.ks), "synthetic": synthetic,
               "synthetic_rank": synthetic_rank, "pca": pca, "device": device, "threads": threads,
               "latency_queries": cfg.latency_queries, "train_size": train_size, "chunk_size": cfg.chunk_size,
               "seed": seed}
     result.config = params
-    atomic_write_json(Path(out) / "results.json", result.to_dict())
-    save_config(out, "search bench", params)
+    with claim_out_dir(out, "search bench", overwrite=overwrite, owned=BENCH_OWNED):
+        atomic_write_json(Path(out) / "results.json", result.to_dict())
+        save_config(out, "search bench", params)
     if not quiet:
         click.echo(format_frontier(result, all_points))
     click.echo(f"wrote {Path(out) / 'results.json'} ({len(result.records)} points)")
@@ -144,9 +141,11 @@ def search_bench_cmd(database: str, queries: str, distractors: tuple[str, ...], 
 @click.command("plot")
 @click.argument("results", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the PNG and PDF figures.")
-def plot_cmd(results: str, out: str) -> None:
+@click.option("--overwrite", is_flag=True,
+              help="Write into a non-empty --out neardup did not write (beside its files).")
+def plot_cmd(results: str, out: str, overwrite: bool) -> None:
     """Figures of a `search bench` RESULTS.json: recall-vs-QPS frontier, recall vs time, build time and memory."""
     from neardup.fastsearch.plot import load_result, plot_results
 
-    for path in plot_results(load_result(results), out):
+    for path in plot_results(load_result(results), out, overwrite=overwrite):
         click.echo(f"wrote {path}")

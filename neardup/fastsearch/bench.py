@@ -21,10 +21,26 @@ import numpy as np
 from neardup.errors import UsageError
 from neardup.fastsearch.exact import environment
 from neardup.fastsearch.groundtruth import exact_knn
-from neardup.fastsearch.indexes import (METRICS, build_index, check_metric, family_of, index_nbytes, prepare_vectors,
-                                        resolve_device, resolve_spec, search, search_param_names, set_search_params,
-                                        to_cpu, to_device, train_size)
+from neardup.fastsearch.indexes import (
+    METRICS,
+    build_index,
+    check_metric,
+    check_trainable,
+    family_of,
+    index_nbytes,
+    prepare_vectors,
+    resolve_device,
+    resolve_spec,
+    search,
+    search_param_names,
+    set_search_params,
+    to_cpu,
+    to_device,
+    train_index,
+    train_size,
+)
 from neardup.fastsearch.metrics import ann_recall, mean_average_precision, micro_average_precision, recall_at_k
+from neardup.fastsearch.schema import BENCH_SCHEMA, check_result
 from neardup.fastsearch.synthetic import Database
 from neardup.fastsearch.timing import Timer, faiss_threads, percentiles_ms
 from neardup.progress import progress
@@ -87,9 +103,9 @@ class BenchResult:
         return {"schema": SCHEMA, **d}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "BenchResult":
-        if d.get("schema") != SCHEMA:
-            raise UsageError(f"expected schema {SCHEMA}, got {d.get('schema')!r}")
+    def from_dict(cls, d: dict[str, Any], source: str = "bench result") -> BenchResult:
+        """The result of a ``to_dict()`` JSON document, validated against ``BENCH_SCHEMA`` (UsageError)."""
+        d = check_result(d, BENCH_SCHEMA, source)
         d = {k: v for k, v in d.items() if k != "schema"}
         d["records"] = [BenchPoint(**r) for r in d["records"]]
         return cls(**d)
@@ -161,7 +177,7 @@ def run_bench(db: Database, queries: np.ndarray, gt: np.ndarray, cfg: BenchConfi
     specs = cfg.specs or (("BFlat", "BIVF{nlist}") if binary else ("Flat", "IVF{nlist},Flat"))
     pairs = [(s, m) for s in specs for m in metrics]
     for s, m in pairs:  # fail early, before hours of work
-        check_metric(resolve_spec(s, n), m)
+        _check_spec(s, m, n, dim, cfg.train_size)
     threads = faiss_threads(cfg.threads)
     device, device_note = resolve_device(cfg.device)
     kmax = max(max(cfg.ks), 10)
@@ -189,7 +205,7 @@ def run_bench(db: Database, queries: np.ndarray, gt: np.ndarray, cfg: BenchConfi
         if not index.is_trained:
             xt = prepare_vectors(db.sample(cfg.train_size or train_size(index, n), cfg.seed), m)
             t0 = time.perf_counter()
-            index.train(xt)
+            train_index(index, xt, factory)
             t_train = time.perf_counter() - t0
             del xt
         t_add = 0.0
@@ -205,8 +221,9 @@ def run_bench(db: Database, queries: np.ndarray, gt: np.ndarray, cfg: BenchConfi
                 if cfg.warmup:
                     search(index, q[:cfg.warmup], k, m)  # warm-up on a slice, not a second full pass
                 timer = Timer(repeats=1, min_seconds=0.2)
-                scores, ids = timer.run(lambda: search(index, q, k, m))
-                lat = Timer(warmup=cfg.warmup).per_call(lambda j: search(index, q[j:j + 1], k, m), lat_idx)
+                scores, ids = timer.run(lambda index=index, q=q, k=k, m=m: search(index, q, k, m))
+                lat = Timer(warmup=cfg.warmup).per_call(
+                    lambda j, index=index, q=q, k=k, m=m: search(index, q[j:j + 1], k, m), lat_idx)
                 pct = percentiles_ms(lat) if len(lat) else {"p50": None, "p99": None}
                 sc = _scores_vs_manifest(ids, scores, gt)
                 records.append(BenchPoint(
@@ -226,6 +243,16 @@ def run_bench(db: Database, queries: np.ndarray, gt: np.ndarray, cfg: BenchConfi
           "dim": dim, **(dataset or {})}
     return BenchResult(ds, exact, records, environment={**environment(), "faiss_threads": threads, "device": device},
                        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def _check_spec(spec: str, metric: str, n: int, dim: int, train: int | None) -> None:
+    """Refuse a spec that cannot work here (metric, dimensions, too few training vectors) before any work."""
+    factory = resolve_spec(spec, n)
+    check_metric(factory, metric)
+    index = build_index(factory, dim, metric)
+    n_train = min(train or train_size(index, n), n)
+    source = f"--train-size {train}" if train and train < n else f"a database of {n} vectors"
+    check_trainable(index, factory, n_train, source)
 
 
 def pareto_front(points: list[BenchPoint], x: str = "recall_at_1", y: str = "qps") -> list[BenchPoint]:
@@ -260,8 +287,9 @@ def format_frontier(result: BenchResult, all_points: bool = False) -> str:
             speed = f"{r.qps / ref_qps:6.1f}" if ref_qps else f"{'-':>6}"
             r10 = f"{r.recall_at_10:6.3f}" if r.recall_at_10 is not None else f"{'-':>6}"
             lines.append(f"{r.factory[:34]:<34} {p[:26]:<26} {r.k:>3} {r.recall_at_1:6.3f} {rel:6.3f} {r10} "
-                         f"{r.muAP:6.3f} {r.ann_recall_1_at_1:6.3f} {r.qps:9.0f} {speed} {r.latency_ms_p50:7.2f} "
-                         f"{r.latency_ms_p99:7.2f} {r.bytes_per_vector:7.1f} {r.train_seconds:6.1f} {r.add_seconds:6.1f}")
+                         f"{r.muAP:6.3f} {r.ann_recall_1_at_1:6.3f} {r.qps:9.0f} {speed} {_ms(r.latency_ms_p50)} "
+                         f"{_ms(r.latency_ms_p99)} {r.bytes_per_vector:7.1f} {r.train_seconds:6.1f} "
+                         f"{r.add_seconds:6.1f}")
         lines.append("")
     return "\n".join(lines).rstrip()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -10,8 +11,11 @@ from typing import Any
 import numpy as np
 
 from neardup import __version__
+from neardup.errors import UsageError
 from neardup.fastsearch.dataset import RetrievalSet
 from neardup.fastsearch.metrics import mean_average_precision, micro_average_precision, recall_at_k
+from neardup.fastsearch.schema import EXACT_SCHEMA, check_result
+from neardup.io_utils import read_json
 
 SCHEMA = "neardup.search.exact/1"
 KS = (1, 5, 10)
@@ -58,7 +62,7 @@ class Scores:
     muAP: float
 
     @classmethod
-    def compute(cls, ranked: np.ndarray, scores: np.ndarray, gt: np.ndarray) -> "Scores":
+    def compute(cls, ranked: np.ndarray, scores: np.ndarray, gt: np.ndarray) -> Scores:
         return cls(len(gt), {str(k): v for k, v in recall_at_k(ranked, gt, KS).items()},
                    mean_average_precision(ranked, gt), micro_average_precision(ranked, scores, gt))
 
@@ -85,7 +89,9 @@ class RetrievalResult:
         return {"schema": SCHEMA, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RetrievalResult":
+    def from_dict(cls, d: dict[str, Any], source: str = "search exact result") -> RetrievalResult:
+        """The result of a ``to_dict()`` JSON document, validated against ``EXACT_SCHEMA`` (UsageError)."""
+        d = check_result(d, EXACT_SCHEMA, source)
         d = {k: v for k, v in d.items() if k != "schema"}
         d["overall"] = Scores(**d["overall"])
         d["per_family"] = {k: Scores(**v) for k, v in d["per_family"].items()}
@@ -93,11 +99,32 @@ class RetrievalResult:
         return cls(**d)
 
 
+def load_result(path: str | os.PathLike) -> RetrievalResult:
+    """A ``search exact`` result file, validated (one UsageError naming the file for anything wrong)."""
+    return RetrievalResult.from_dict(read_json(path, "results file"), str(path))
+
+
+def metric_names(result: RetrievalResult) -> list[str]:
+    """The metrics ``format_table`` can show for ``result``: recall@k for the k it holds, mAP, muAP."""
+    ks = sorted({int(k) for k in result.overall.recall if k.isdigit()})
+    return [f"recall@{k}" for k in ks] + ["mAP", "muAP"]
+
+
+def check_metric_name(results: list[RetrievalResult], metric: str, names: list[str] | None = None) -> None:
+    """Refuse a metric some result does not hold (it would print NaN), listing those all of them hold."""
+    names = names or [r.model for r in results]
+    common = [m for m in metric_names(results[0]) if all(m in metric_names(r) for r in results)]
+    for r, name in zip(results, names, strict=True):
+        if metric not in metric_names(r):
+            raise UsageError(f"metric {metric!r} is not in {name} (k={r.k}); available: {', '.join(common)}")
+
+
 def environment() -> dict[str, Any]:
     import faiss
 
     env = {"neardup": __version__, "python": platform.python_version(), "platform": platform.platform(),
-           "numpy": np.__version__, "faiss": getattr(faiss, "__version__", "?"), "faiss_threads": faiss.omp_get_max_threads()}
+           "numpy": np.__version__, "faiss": getattr(faiss, "__version__", "?"),
+           "faiss_threads": faiss.omp_get_max_threads()}
     try:
         import torch
 
@@ -108,7 +135,8 @@ def environment() -> dict[str, Any]:
 
 
 def _grouped(keys: np.ndarray, ranked: np.ndarray, scores: np.ndarray, gt: np.ndarray) -> dict[str, Scores]:
-    return {str(g): Scores.compute(ranked[keys == g], scores[keys == g], gt[keys == g]) for g in sorted(set(keys.tolist()))}
+    return {str(g): Scores.compute(ranked[keys == g], scores[keys == g], gt[keys == g])
+            for g in sorted(set(keys.tolist()))}
 
 
 def evaluate(rs: RetrievalSet, k: int = 10, config: dict[str, Any] | None = None) -> RetrievalResult:
@@ -136,14 +164,18 @@ def format_table(results: list[RetrievalResult], metric: str = "recall@1") -> st
     names = [r.model for r in results]
     w = max([len("family")] + [len(f) for f in families] + [len("overall")])
     cols = [max(len(n), 7) for n in names]
-    lines = [f"{metric} per attack family", f"{'family':<{w}}  " + "  ".join(f"{n:>{c}}" for n, c in zip(names, cols))]
+
+    def row(label: str, cells: list[str]) -> str:
+        return f"{label:<{w}}  " + "  ".join(f"{x:>{c}}" for x, c in zip(cells, cols, strict=True))
+
+    lines = [f"{metric} per attack family", row("family", names)]
     lines.append("-" * len(lines[-1]))
     for f in families:
-        cells = [f"{value(r.per_family[f]):.3f}" if f in r.per_family else "-" for r in results]
-        lines.append(f"{f:<{w}}  " + "  ".join(f"{x:>{c}}" for x, c in zip(cells, cols)))
+        lines.append(row(f, [f"{value(r.per_family[f]):.3f}" if f in r.per_family else "-" for r in results]))
     lines.append("-" * len(lines[1]))
-    for label, fn in ((f"overall {metric}", value), ("overall µAP", lambda s: s.muAP), ("overall mAP", lambda s: s.mAP)):
-        lines.append(f"{label:<{w}}  " + "  ".join(f"{fn(r.overall):>{c}.3f}" for r, c in zip(results, cols)))
-    lines.append(f"{'queries':<{w}}  " + "  ".join(f"{r.n_queries:>{c}d}" for r, c in zip(results, cols)))
-    lines.append(f"{'database':<{w}}  " + "  ".join(f"{r.n_database:>{c}d}" for r, c in zip(results, cols)))
+    overall = ((f"overall {metric}", value), ("overall µAP", lambda s: s.muAP), ("overall mAP", lambda s: s.mAP))
+    for label, fn in overall:
+        lines.append(row(label, [f"{fn(r.overall):.3f}" for r in results]))
+    lines.append(row("queries", [f"{r.n_queries:d}" for r in results]))
+    lines.append(row("database", [f"{r.n_database:d}" for r in results]))
     return "\n".join(lines)

@@ -18,6 +18,7 @@ Specs may hold the literal placeholder ``{nlist}``, filled with
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -120,15 +121,18 @@ def register_family(fam: IndexFamily) -> IndexFamily:
 for _fam in (
     IndexFamily("flat", r"Flat", FLAT_STORAGE, (), "Flat", "exact brute force"),
     IndexFamily("hnsw", r"HNSW\d+(?:,Flat)?", FLAT_STORAGE, ("efSearch",), "HNSW32", "graph over full vectors"),
-    IndexFamily("ivf_flat", r"IVF\d+,Flat", FLAT_STORAGE, ("nprobe",), "IVF{nlist},Flat", "inverted lists, full vectors"),
+    IndexFamily("ivf_flat", r"IVF\d+,Flat", FLAT_STORAGE, ("nprobe",), "IVF{nlist},Flat",
+                "inverted lists, full vectors"),
     IndexFamily("ivf_hnsw", _PRE + r"IVF\d+_HNSW\d+,(?:Flat|SQ\d+|SQfp16|PQ\d+(?:x\d+)?(?:fs)?r?)" + _REFINE, FLOAT,
                 ("nprobe", "quantizer_efSearch"), "IVF{nlist}_HNSW32,Flat", "IVF with an HNSW coarse quantizer"),
-    IndexFamily("ivf_sq", _PRE + r"IVF\d+,(?:SQ\d+|SQfp16)" + _REFINE, FLOAT, ("nprobe",), "IVF{nlist},SQ8", "scalar quantised"),
+    IndexFamily("ivf_sq", _PRE + r"IVF\d+,(?:SQ\d+|SQfp16)" + _REFINE, FLOAT, ("nprobe",), "IVF{nlist},SQ8",
+                "scalar quantised"),
     IndexFamily("ivf_pq", _PRE + r"IVF\d+,PQ\d+(?:x\d+)?(?:fs|fsr)?" + _REFINE, FLOAT, ("nprobe",), "IVF{nlist},PQ8",
                 "product quantised (x4fs/x4fsr: fast-scan; ,RFlat: exact re-ranking)"),
     IndexFamily("pre_flat", r"(?:(?:PCAR?\d+|OPQ\d+(?:_\d+)?|RR\d+|L2norm),)+(?:Flat|HNSW\d+|IVF\d+,Flat)", FLOAT,
                 ("nprobe", "efSearch"), "PCA16,IVF{nlist},Flat", "PCA/OPQ pre-transform then flat storage"),
-    IndexFamily("pq", _PRE + r"PQ\d+(?:x\d+)?(?:fs)?" + _REFINE, FLOAT, (), "PQ8", "product quantiser, no inverted lists"),
+    IndexFamily("pq", _PRE + r"PQ\d+(?:x\d+)?(?:fs)?" + _REFINE, FLOAT, (), "PQ8",
+                "product quantiser, no inverted lists"),
     IndexFamily("bflat", r"BFlat", ("hamming",), (), "BFlat", "binary brute force"),
     IndexFamily("bivf", r"BIVF\d+(?:_HNSW\d+)?", ("hamming",), ("nprobe",), "BIVF{nlist}", "binary inverted lists"),
     IndexFamily("bhnsw", r"BHNSW\d+", ("hamming",), ("efSearch",), "BHNSW32", "binary HNSW graph"),
@@ -207,15 +211,40 @@ def build_index(spec: str, d: int, metric: str, n: int | None = None) -> Any:
     except RuntimeError as exc:
         msg = str(exc).strip().splitlines()
         raise UsageError(f"faiss cannot build {spec!r} for d={d}: {msg[-1] if msg else exc}") from None
+    _check_transforms(index, spec)
     # the factory turns on polysemous training for (IVF)PQ: slow, and useless without polysemous search
     inner = _unwrap(index)
-    try:
+    with contextlib.suppress(RuntimeError):
         inner = faiss.downcast_index(faiss.extract_index_ivf(index))
-    except RuntimeError:
-        pass
     if getattr(inner, "do_polysemous_training", False):
         inner.do_polysemous_training = False
     return index
+
+
+def _check_transforms(index: Any, spec: str) -> None:
+    """PCA can only reduce: faiss accepts ``PCA64`` on 32-d vectors and fails later, in training."""
+    import faiss
+
+    outer = index  # noqa: F841 - keeps the wrapper (and so the chain) alive while we walk it
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexRefine):
+        index = faiss.downcast_index(index.base_index)
+    if isinstance(index, faiss.IndexPreTransform):
+        for i in range(index.chain.size()):
+            vt = faiss.downcast_VectorTransform(index.chain.at(i))
+            if isinstance(vt, faiss.PCAMatrix) and vt.d_out > vt.d_in:
+                raise UsageError(f"{spec}: PCA cannot output {vt.d_out} dimensions from {vt.d_in}; "
+                                 f"use PCA{vt.d_in} or fewer")
+
+
+def train_index(index: Any, x: np.ndarray, spec: str) -> None:
+    """``index.train(x)``, with faiss' own refusals (after :func:`check_trainable`) as one UsageError line."""
+    try:
+        index.train(x)
+    except RuntimeError as exc:
+        msg = str(exc).strip().splitlines()
+        raise UsageError(f"faiss cannot train {spec!r} on {len(x)} vectors: "
+                         f"{msg[-1][-200:] if msg else exc}") from None
 
 
 def _unwrap(index: Any) -> Any:
@@ -247,6 +276,61 @@ def train_size(index: Any, n: int) -> int:
     except RuntimeError:
         pass
     return int(min(n, max(64 * nlist, 10_000)))
+
+
+def min_train_vectors(index: Any) -> tuple[int, str]:
+    """The fewest training vectors faiss accepts for ``index``, and which part needs them (0, "" if none).
+
+    k-means needs at least as many points as centroids: ``nlist`` for inverted lists, ``2**nbits`` per
+    product quantiser (256 for OPQ's own quantiser), and PCA to ``d_out`` dimensions needs ``d_out``.
+    Below these faiss raises obscure errors (or aborts), so callers check first.
+    """
+    import faiss
+
+    if is_binary(index):
+        b = faiss.downcast_IndexBinary(index)
+        nlist = int(getattr(b, "nlist", 0)) if isinstance(b, faiss.IndexBinaryIVF) else 0
+        return (nlist, f"{nlist} inverted lists") if nlist else (0, "")
+    needs: list[tuple[int, str]] = [(0, "")]
+    outer = index  # noqa: F841 - keeps the wrapper (and so the inner indexes) alive while we walk it
+    index = faiss.downcast_index(index)
+    while True:
+        if isinstance(index, faiss.IndexRefine):
+            index = faiss.downcast_index(index.base_index)
+        elif isinstance(index, faiss.IndexPreTransform):
+            for i in range(index.chain.size()):
+                vt = faiss.downcast_VectorTransform(index.chain.at(i))
+                if isinstance(vt, faiss.OPQMatrix):
+                    k = 256 if vt.pq is None else 2 ** int(vt.pq.nbits)
+                    needs.append((k, f"the OPQ rotation's quantiser of {k} centroids"))
+                elif isinstance(vt, faiss.PCAMatrix):
+                    needs.append((int(vt.d_out), f"PCA to {vt.d_out} dimensions"))
+            index = faiss.downcast_index(index.index)
+        else:
+            break
+    nlist = int(getattr(index, "nlist", 0) or 0)
+    if nlist:
+        needs.append((nlist, f"{nlist} inverted lists"))
+    pq = getattr(index, "pq", None)
+    if pq is not None:
+        needs.append((2 ** int(pq.nbits), f"a product quantiser of {2 ** int(pq.nbits)} centroids"))
+    return max(needs, key=lambda t: t[0])
+
+
+def check_trainable(index: Any, spec: str, n_train: int, source: str = "") -> None:
+    """Refuse, with one clear line, to train ``index`` on fewer vectors than faiss needs.
+
+    Raises:
+        UsageError: naming the spec, how many vectors it needs and why, and how many there are (from ``source``).
+    """
+    if index.is_trained:
+        return
+    need, why = min_train_vectors(index)
+    need = max(need, 1)
+    if n_train < need:
+        raise UsageError(f"{spec} needs at least {need} training vectors (for {why or 'training'}) but only "
+                         f"{n_train} are available{f' ({source})' if source else ''}; use fewer lists or "
+                         f"centroids, or an index without training (Flat, HNSW32)")
 
 
 # --------------------------------------------------------------------------- search
@@ -289,7 +373,8 @@ def set_search_params(index: Any, params: dict[str, int]) -> None:
     ok = search_param_names(index)
     bad = sorted(set(params) - ok)
     if bad:
-        raise UsageError(f"index has no search parameter {', '.join(bad)} (it takes: {', '.join(sorted(ok)) or 'none'})")
+        raise UsageError(f"index has no search parameter {', '.join(bad)} "
+                         f"(it takes: {', '.join(sorted(ok)) or 'none'})")
     ps = faiss.ParameterSpace()
     for name, value in params.items():
         ps.set_index_parameter(index, name, float(value))

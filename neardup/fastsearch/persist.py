@@ -2,9 +2,21 @@
 
 Layout::
 
-    INDEX_DIR/index.faiss   the faiss index (binary indexes via write_index_binary)
-    INDEX_DIR/paths.json    image path of each vector, in index order
-    INDEX_DIR/meta.json     schema neardup.index/1: model, num_features, metric, preprocessing, factory, ntotal
+    INDEX_DIR/CURRENT              name of the committed generation, e.g. ``gen-000002`` (the commit point)
+    INDEX_DIR/gen-000002/index.faiss   the faiss index (binary indexes via write_index_binary)
+    INDEX_DIR/gen-000002/paths.json    image path of each vector, in index order (absolute, resolved)
+    INDEX_DIR/gen-000002/meta.json     schema neardup.index/1: model, num_features, metric, preprocessing,
+                                       factory, ntotal, and the index file's size and sha256
+    INDEX_DIR/config.yaml, .neardup.json, .neardup.lock
+
+An update never touches the committed generation: it writes a new ``gen-N`` folder, then
+replaces ``CURRENT`` by one atomic rename, and only then removes older generations. A crash
+at any point leaves the previous generation readable; the next writer removes the leftovers.
+Writers hold the folder's lock (``folder_lock``), so two updates cannot interleave; readers
+read ``CURRENT`` once and retry if a writer removed that generation meanwhile.
+
+Folders written before generations existed (``index.faiss``, ``paths.json`` and ``meta.json``
+directly in INDEX_DIR) are still read; the next update turns them into a generation.
 
 Features added later, or queries, must come from the same model, dimension and
 preprocessing; anything else is refused with a :class:`UsageError`, since
@@ -13,10 +25,12 @@ mixing feature spaces silently returns nonsense neighbours.
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
-import tempfile
+import re
+import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +40,45 @@ import numpy as np
 from neardup import __version__
 from neardup.errors import UsageError
 from neardup.extract.store import FeatureStore
-from neardup.fastsearch.indexes import (build_index, prepare_vectors, read_index, resolve_spec, search,
-                                        set_search_params, train_size, write_index)
-from neardup.io_utils import atomic_write_json
+from neardup.fastsearch.indexes import (
+    METRICS,
+    build_index,
+    check_trainable,
+    prepare_vectors,
+    read_index,
+    resolve_spec,
+    search,
+    set_search_params,
+    train_index,
+    train_size,
+    write_index,
+)
+from neardup.io_utils import atomic_write_json, atomic_write_text, read_json, read_json_object, read_text
+from neardup.outdir import check_out_dir, claim_out_dir, folder_lock
 
 INDEX_SCHEMA = "neardup.index/1"
 QUERY_SCHEMA = "neardup.query/1"
+BUILD_COMMAND = "index build"
+CURRENT = "CURRENT"
+FILES = ("index.faiss", "paths.json", "meta.json")
+#: Everything ``index build`` writes in its folder (the ownership rule's ``owned`` patterns).
+OWNED = ("gen-*", CURRENT, *FILES, "config.yaml")
+_GEN = re.compile(r"gen-(\d{6,})")
+#: Image formats ``query --grid`` can write (by file extension).
+GRID_FORMATS = ("png", "pdf", "svg")
+
+
+def normalise_path(path: str | os.PathLike) -> str:
+    """One spelling per file (absolute, symlinks and ``..`` resolved), so ``a.jpg`` and ``/x/a.jpg`` are one image."""
+    return str(Path(os.fspath(path)).resolve())
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,), "num_features": (int,), "metric": (str,), "preprocessing": (dict,), "factory": (str,),
+    "spec": (str,), "ntotal": (int,), "binary": (bool,), "created": (str,), "neardup_version": (str,),
+    "transform": (str, type(None)), "index_bytes": (int, type(None)), "index_sha256": (str, type(None)),
+    "paths_resolved": (bool,)}
+_REQUIRED = ("model", "num_features", "metric", "preprocessing", "factory", "spec", "ntotal", "binary")
 
 
 @dataclass
@@ -47,15 +94,30 @@ class IndexMeta:
     created: str = ""
     neardup_version: str = __version__
     transform: str | None = None  # digest of the feature store's stored transform (L2/PCA whitening), if any
+    index_bytes: int | None = None  # size and sha256 of index.faiss (None in folders written before they existed)
+    index_sha256: str | None = None
+    paths_resolved: bool = False  # every path in paths.json is normalise_path()'d (not in older folders)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": INDEX_SCHEMA, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "IndexMeta":
-        if d.get("schema") != INDEX_SCHEMA:
-            raise UsageError(f"not a neardup index (schema {d.get('schema')!r}, expected {INDEX_SCHEMA})")
-        return cls(**{k: v for k, v in d.items() if k != "schema"})
+    def from_dict(cls, d: Any, source: str = "index meta.json") -> IndexMeta:
+        """Validated metadata; a UsageError naming ``source`` for anything missing or of the wrong type."""
+        if not isinstance(d, dict) or d.get("schema") != INDEX_SCHEMA:
+            got = d.get("schema") if isinstance(d, dict) else type(d).__name__
+            raise UsageError(f"{source}: not a neardup index (schema {got!r}, expected {INDEX_SCHEMA})")
+        missing = [k for k in _REQUIRED if k not in d]
+        if missing:
+            raise UsageError(f"{source} is damaged: it lacks {', '.join(missing)}; rebuild with `neardup index build`")
+        for k, t in _TYPES.items():
+            v = d.get(k)
+            if k in d and (not isinstance(v, t) or (isinstance(v, bool) and bool not in t)):
+                raise UsageError(f"{source} is damaged: {k} is {v!r}; rebuild with `neardup index build`")
+        if d["metric"] not in METRICS or d["num_features"] < 1 or d["ntotal"] < 0:
+            raise UsageError(f"{source} is damaged: metric {d['metric']!r}, num_features {d['num_features']}, "
+                             f"ntotal {d['ntotal']}; rebuild with `neardup index build`")
+        return cls(**{k: d[k] for k in _TYPES if k in d})  # unknown keys (newer versions) are ignored
 
 
 def transform_digest(store: FeatureStore) -> str | None:
@@ -78,123 +140,349 @@ def check_compatible(meta: IndexMeta, model: str, dim: int, preprocessing: dict[
                          f"index's features; extract them with the same --transform-from")
 
 
+# --------------------------------------------------------------------------- generations
+def _read_pointer(root: Path) -> str | None:
+    """The committed generation's name from ``CURRENT`` (None without one)."""
+    ptr = root / CURRENT
+    if not ptr.is_file():
+        return None
+    name = read_text(ptr, "index pointer", max_bytes=256).strip()
+    if not _GEN.fullmatch(name):
+        raise UsageError(f"{ptr} is damaged (it should name a generation such as gen-000001, not {name[:40]!r}); "
+                         f"rebuild with `neardup index build`")
+    return name
+
+
+def _committed(root: Path) -> Path | None:
+    """The folder holding the committed index files: ``root/gen-N``, ``root`` itself (old layout), or None."""
+    name = _read_pointer(root)
+    if name is not None:
+        return root / name
+    return root if (root / "meta.json").is_file() else None
+
+
+def _generations(root: Path) -> list[Path]:
+    return sorted((p for p in root.glob("gen-*") if _GEN.fullmatch(p.name) and p.is_dir() and not p.is_symlink()),
+                  key=lambda p: int(p.name[4:]))
+
+
+def is_index_dir(root: str | os.PathLike) -> bool:
+    """True when ``root`` holds a neardup index (either layout): used to recognise folders without a marker."""
+    root = Path(root)
+    try:
+        folder = _committed(root)
+        if folder is None:
+            return False
+        return read_json_object(folder / "meta.json", "index meta.json").get("schema") == INDEX_SCHEMA
+    except UsageError:
+        return False
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or folder's entries to disk, so a rename that follows cannot outlive its contents."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _remove_generations(root: Path, keep: set[str]) -> None:
+    """Delete the generations not in ``keep`` (and the old flat files once a generation is committed)."""
+    for gen in _generations(root):
+        if gen.name not in keep:
+            shutil.rmtree(gen, ignore_errors=True)
+    if _read_pointer(root) is not None and (root / "meta.json").is_file():
+        for name in FILES:  # the old layout's files: the generation before the first pointer
+            (root / name).unlink(missing_ok=True)
+
+
+def _load(root: Path, folder: Path) -> IndexDir:
+    where = f"{root}" if folder == root else f"{root} ({folder.name})"
+    if not folder.is_dir():
+        raise FileNotFoundError(folder)
+    meta = IndexMeta.from_dict(read_json(folder / "meta.json", "index meta.json"), f"{folder / 'meta.json'}")
+    paths = read_json(folder / "paths.json", "index paths.json")
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise UsageError(f"{folder / 'paths.json'} is damaged (not a list of paths); "
+                         f"rebuild with `neardup index build`")
+    index_file = folder / "index.faiss"
+    if not index_file.is_file():
+        raise FileNotFoundError(index_file)
+    size = index_file.stat().st_size
+    if meta.index_bytes is not None and (size != meta.index_bytes or _sha256(index_file) != meta.index_sha256):
+        raise UsageError(f"{index_file} is damaged ({size} bytes, checksum differs from the one recorded when it "
+                         f"was written); rebuild with `neardup index build`")
+    try:
+        index = read_index(index_file, meta.binary)
+    except RuntimeError as exc:
+        lines = str(exc).strip().splitlines()
+        raise UsageError(f"{index_file} is not a readable faiss index (truncated or damaged: "
+                         f"{lines[-1][-120:] if lines else exc}); rebuild with `neardup index build`") from None
+    if not index.ntotal == len(paths) == meta.ntotal or int(index.d) != meta.num_features:
+        raise UsageError(f"{where} is inconsistent: {index.ntotal} vectors of {index.d} dimensions, "
+                         f"{len(paths)} paths, meta says {meta.ntotal} of {meta.num_features}; "
+                         f"rebuild it with `neardup index build`")
+    return IndexDir(root, index, meta, paths, folder)
+
+
 @dataclass
 class IndexDir:
-    """An opened index folder (index in memory); ``save()`` writes it back atomically file by file."""
+    """An opened index folder (index in memory); ``commit()`` writes it back as a new generation."""
 
     root: Path
     index: Any
     meta: IndexMeta
     paths: list[str] = field(default_factory=list)
+    folder: Path | None = None  # the generation it was read from (root itself for the old layout)
 
     @classmethod
-    def open(cls, root: str | os.PathLike) -> "IndexDir":
+    def open(cls, root: str | os.PathLike, retries: int = 3) -> IndexDir:
+        """Read the committed generation; retried when a concurrent update removed it while we read.
+
+        Raises:
+            UsageError: not an index folder, or a damaged one (with the reason and the file).
+        """
         root = Path(root)
-        if not (root / "meta.json").is_file():
-            raise UsageError(f"not a neardup index folder: {root} has no meta.json (make one with `neardup index build`)")
-        meta = IndexMeta.from_dict(json.loads((root / "meta.json").read_text("utf-8")))
-        paths = json.loads((root / "paths.json").read_text("utf-8"))
-        index = read_index(root / "index.faiss", meta.binary)
-        if not index.ntotal == len(paths) == meta.ntotal:
-            raise UsageError(f"{root} is inconsistent: {index.ntotal} vectors, {len(paths)} paths, meta says "
-                             f"{meta.ntotal}; rebuild it with `neardup index build`")
-        return cls(root, index, meta, paths)
+        if not root.is_dir():
+            raise UsageError(f"index folder not found: {root} (make one with `neardup index build`)")
+        for attempt in range(retries + 1):
+            folder = _committed(root)
+            if folder is None:
+                raise UsageError(f"not a neardup index folder: {root} has no committed index "
+                                 f"(make one with `neardup index build`)")
+            try:
+                return _load(root, folder)
+            except (FileNotFoundError, UsageError) as exc:
+                # a writer may have committed a newer generation and removed this one meanwhile
+                if _committed(root) != folder and attempt < retries:
+                    continue
+                if isinstance(exc, UsageError):
+                    raise
+                raise UsageError(f"{root} is damaged: {exc.filename or exc} is missing; "
+                                 f"rebuild it with `neardup index build`") from None
+        raise AssertionError("unreachable")
 
     def save(self) -> None:
-        self.meta.ntotal = int(self.index.ntotal)
-        write_index(self.index, self.root / "index.faiss")
-        atomic_write_json(self.root / "paths.json", self.paths)
-        atomic_write_json(self.root / "meta.json", self.meta.to_dict())  # last: the commit
+        """Kept for API callers: the same as :meth:`commit` (the caller holds the folder lock)."""
+        self.commit()
 
-    def add(self, feats: np.ndarray, paths: list[str]) -> int:
-        """Append vectors whose path is not indexed yet; returns how many were added."""
-        known = set(self.paths)
-        keep = [i for i, p in enumerate(paths) if p not in known]
+    def commit(self) -> None:
+        """Write a new generation, switch ``CURRENT`` to it (the one commit point), then drop older ones.
+
+        The caller holds the folder's lock. Leftovers of killed writers are removed first.
+        """
+        root = self.root
+        current = _read_pointer(root)
+        _remove_generations(root, {current} if current else set())
+        gens = _generations(root)
+        gen = root / f"gen-{(int(gens[-1].name[4:]) if gens else 0) + 1:06d}"
+        gen.mkdir(parents=True)
+        self.meta.ntotal = int(self.index.ntotal)
+        write_index(self.index, gen / "index.faiss")
+        _fsync(gen / "index.faiss")
+        self.meta.index_bytes = (gen / "index.faiss").stat().st_size
+        self.meta.index_sha256 = _sha256(gen / "index.faiss")
+        atomic_write_json(gen / "paths.json", self.paths)
+        atomic_write_json(gen / "meta.json", self.meta.to_dict())
+        _fsync(gen)
+        atomic_write_text(root / CURRENT, gen.name + "\n")  # the commit
+        _fsync(root)
+        self.folder = gen
+        _remove_generations(root, {gen.name})
+
+    def add(self, feats: np.ndarray, paths: Sequence[str]) -> int:
+        """Append vectors whose (normalised) path is not indexed yet, each path once; returns how many.
+
+        Raises:
+            UsageError: a count mismatch, or NaN/inf features (faiss would index them silently).
+        """
+        feats = np.asarray(feats)
+        if len(feats) != len(paths):
+            raise UsageError(f"{len(feats)} feature vectors but {len(paths)} paths")
+        check_finite(feats, "the features to add")
+        # paths this version wrote are normalised already (no file-system call per indexed image)
+        known = set(self.paths) if self.meta.paths_resolved else {normalise_path(p) for p in self.paths}
+        keep, new = [], []
+        for i, p in enumerate(paths):
+            norm = normalise_path(p)
+            if norm not in known:
+                known.add(norm)
+                keep.append(i)
+                new.append(norm)
         if keep:
-            self.index.add(prepare_vectors(np.asarray(feats)[keep], self.meta.metric))
-            self.paths.extend(paths[i] for i in keep)
+            self.index.add(prepare_vectors(feats[keep], self.meta.metric))
+            self.paths.extend(new)
         return len(keep)
 
 
-def build_index_dir(features: str | os.PathLike, factory: str, out: str | os.PathLike, metric: str | None = None,
-                    overwrite: bool = False, seed: int = 0) -> IndexDir:
-    """Build ``factory`` over a feature folder and save it to ``out``.
+# --------------------------------------------------------------------------- build and add
+def check_finite(feats: np.ndarray, source: str) -> None:
+    """Refuse NaN or infinite feature values: faiss would index and return them without a word."""
+    if feats.dtype.kind == "f" and feats.size and not np.isfinite(feats).all():
+        bad = int((~np.isfinite(feats).all(axis=1)).sum())
+        raise UsageError(f"{source}: {bad} feature vectors hold NaN or infinite values; re-extract them")
 
-    Raises:
-        UsageError: bad features folder, spec/metric, or an existing index without ``overwrite``.
-    """
-    store = FeatureStore.open(features)
-    out = Path(out)
-    if (out / "meta.json").exists() and not overwrite:
-        raise UsageError(f"{out} already holds an index; use --overwrite or `neardup index add`")
-    binary = store.metric == "hamming"
+
+def _index_for(store: FeatureStore, factory: str, metric: str | None) -> tuple[Any, str, str]:
+    """An empty index for ``store`` (validated: spec, metric, enough vectors to train): (index, spec, metric)."""
     metric = metric or store.metric
-    feats = np.asarray(store.features())
-    n = len(feats)
+    n = len(store)
+    if n == 0:
+        raise UsageError(f"{store.root} holds no feature vectors: nothing to index")
     spec = resolve_spec(factory, n)
     index = build_index(spec, store.dim, metric)
-    if not index.is_trained:
-        t = train_size(index, n)
-        sel = np.sort(np.random.default_rng(seed).choice(n, t, replace=False)) if t < n else slice(None)
-        index.train(prepare_vectors(feats[sel], metric))
-    meta = IndexMeta(store.model, store.dim, metric, store.meta.get("preprocessing", {}), spec, factory, 0, binary,
-                     time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), transform=transform_digest(store))
-    out.mkdir(parents=True, exist_ok=True)
-    idx = IndexDir(out, index, meta, [])
-    idx.add(feats, list(store.paths))
-    idx.save()
+    check_trainable(index, spec, train_size(index, n), f"feature folder {store.root}")
+    return index, spec, metric
+
+
+def build_index_dir(features: str | os.PathLike, factory: str, out: str | os.PathLike, metric: str | None = None,
+                    overwrite: bool = False, seed: int = 0,
+                    on_commit: Callable[[IndexDir], None] | None = None) -> IndexDir:
+    """Build ``factory`` over a feature folder and save it to ``out`` (claimed for ``index build``).
+
+    ``out`` follows the output-folder rule (:func:`neardup.outdir.claim_out_dir`). Rebuilding with
+    ``overwrite`` keeps the old index readable until the new one is committed. ``on_commit(index_dir)`` runs
+    under the folder lock after the commit (the CLI writes ``config.yaml`` there).
+
+    Raises:
+        UsageError: bad features folder, spec/metric, too few vectors to train, a folder that is not
+            ours, or an existing index without ``overwrite``.
+    """
+    store = FeatureStore.open(features)
+    index, spec, metric = _index_for(store, factory, metric)  # all input checks before the folder is touched
+    out = Path(out)
+    own = check_out_dir(out, BUILD_COMMAND, overwrite=overwrite, owned=OWNED, recognise=is_index_dir)
+    # on our own folder nothing is removed up front: the new generation replaces the old one at the commit
+    with claim_out_dir(out, BUILD_COMMAND, overwrite=overwrite and not own, owned=OWNED, recognise=is_index_dir):
+        if not overwrite and _committed(out) is not None:
+            raise UsageError(f"{out} already holds an index; use --overwrite or `neardup index add`")
+        feats = np.asarray(store.features())
+        check_finite(feats, f"feature folder {store.root}")
+        n = len(feats)
+        if not index.is_trained:
+            t = train_size(index, n)
+            sel = np.sort(np.random.default_rng(seed).choice(n, t, replace=False)) if t < n else slice(None)
+            train_index(index, prepare_vectors(feats[sel], metric), spec)
+        meta = IndexMeta(store.model, store.dim, metric, store.meta.get("preprocessing", {}), spec, factory, 0,
+                         store.metric == "hamming", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                         transform=transform_digest(store), paths_resolved=True)
+        idx = IndexDir(out, index, meta, [])
+        idx.add(feats, list(store.paths))
+        idx.commit()
+        if on_commit is not None:
+            on_commit(idx)
     return idx
+
+
+def _locked_update(index_dir: str | os.PathLike) -> Any:
+    """The folder lock of an existing index (checked first, so a typo never creates a folder)."""
+    root = Path(index_dir)
+    if not root.is_dir() or _committed(root) is None:
+        IndexDir.open(root)  # raises the clear "not an index folder" error
+    return folder_lock(root, "updating")
 
 
 def add_features(index_dir: str | os.PathLike, features: str | os.PathLike) -> int:
     """Append a feature folder (same model, dimension, preprocessing) to an index; returns vectors added."""
-    idx = IndexDir.open(index_dir)
     store = FeatureStore.open(features)
-    check_compatible(idx.meta, store.model, store.dim, store.meta.get("preprocessing"), f"features in {features}",
-                     transform_digest(store))
-    n = idx.add(np.asarray(store.features()), list(store.paths))
-    idx.save()
+    with _locked_update(index_dir):
+        idx = IndexDir.open(index_dir)
+        check_compatible(idx.meta, store.model, store.dim, store.meta.get("preprocessing"),
+                         f"features in {features}", transform_digest(store))
+        n = idx.add(np.asarray(store.features()), list(store.paths))
+        if n:
+            idx.commit()
     return n
 
 
-def extract_like_index(meta: IndexMeta, images: str | os.PathLike | list[str], device: str | None = None,
-                       weights: str | None = None, workers: int | None = None) -> tuple[np.ndarray, list[str], list[dict]]:
-    """Features of ``images`` (folder, list file or list of paths) with the index's model and preprocessing.
+def _skip_reason(path: str) -> str:
+    """Why an image the extractor dropped could not be used (decoded again, only for the dropped ones)."""
+    from neardup.data.images import ImageDecodeError, load_image
+
+    try:
+        load_image(path)
+    except ImageDecodeError as exc:
+        return exc.reason
+    except Exception as exc:  # noqa: BLE001 - a reason string, whatever went wrong
+        return f"{type(exc).__name__}: {exc}"
+    return "preprocessing failed"
+
+
+def _input_paths(images: str | os.PathLike | Sequence[str]) -> tuple[list[str], list[dict[str, str]]]:
+    """Image paths, each used as given (no text round trip: names with blanks or newlines survive).
+
+    A folder or a list file is expanded; a sequence is taken element by element (folders in it expanded).
+    """
+    from neardup.extract.pipeline import collect_inputs
+
+    if isinstance(images, (str, os.PathLike)):
+        paths, _, problems = collect_inputs(images)
+        return paths, problems
+    out: list[str] = []
+    problems: list[dict[str, str]] = []
+    for p in images:
+        if Path(p).is_dir():
+            sub, _, probs = collect_inputs(p)
+            out += sub
+            problems += probs
+        else:
+            out.append(os.fspath(p))
+    return out, problems
+
+
+def extract_like_index(meta: IndexMeta, images: str | os.PathLike | Sequence[str], device: str | None = None,
+                       weights: str | None = None,
+                       workers: int | None = None) -> tuple[np.ndarray, list[str], list[dict]]:
+    """Features of ``images`` (folder, list file, or a list of paths) with the index's model and preprocessing.
+
+    Extracted in memory, path by path: nothing is written, and file names are never parsed from text.
 
     Returns:
-        (features, paths, skipped) - skipped as ``{"path", "reason"}``.
+        (features, resolved paths, skipped) - skipped as ``{"path", "reason"}``.
     """
-    from neardup.extract.pipeline import extract_features
+    from neardup.extract.pipeline import encode_paths
     from neardup.extract.registry import create_extractor
 
     if meta.transform is not None:
         raise UsageError("this index holds features with a stored transform (L2/whitening): extract the images with "
                          "`neardup extract --transform-from FEATURES` and add that folder with `neardup index add`")
+    paths, problems = _input_paths(images)
     pre = meta.preprocessing or {}
     ext = create_extractor(meta.model, weights=weights, device=device, input_size=pre.get("input_size") or None,
                            resize_size=pre.get("resize_size") or None)
     d = ext.describe()
     check_compatible(meta, d["model"], d["num_features"], d["preprocessing"], "the extractor's features")
-    with tempfile.TemporaryDirectory(prefix="neardup-extract-") as tmp:
-        src: str | os.PathLike = images if not isinstance(images, list) else Path(tmp) / "inputs.txt"
-        if isinstance(images, list):
-            Path(src).write_text("\n".join(str(Path(p).resolve()) for p in images) + "\n", "utf-8")
-        report = extract_features(src, Path(tmp) / "feats", meta.model, extractor=ext, workers=workers,
-                                  show_progress=False)
-        store = FeatureStore.open(Path(tmp) / "feats")
-        return np.array(store.features()), [str(Path(p).resolve()) for p in store.paths], report.skipped
+    feats, idx = encode_paths(ext, paths, workers=workers)
+    if feats.dtype.kind == "f":
+        feats = feats.astype(np.float32, copy=False)
+        check_finite(feats, f"features extracted with {meta.model} (check the weights)")
+    got = set(idx.tolist())
+    skipped = [{"path": p, "reason": _skip_reason(p)} for i, p in enumerate(paths) if i not in got]
+    return feats, [normalise_path(paths[i]) for i in idx], [*problems, *skipped]
 
 
-def add_images(index_dir: str | os.PathLike, images: str | os.PathLike, device: str | None = None,
+def add_images(index_dir: str | os.PathLike, images: str | os.PathLike | Sequence[str], device: str | None = None,
                weights: str | None = None, workers: int | None = None) -> tuple[int, list[dict]]:
     """Extract ``images`` with the index's model and append them: (vectors added, skipped files)."""
-    idx = IndexDir.open(index_dir)
-    feats, paths, skipped = extract_like_index(idx.meta, images, device, weights, workers)
-    n = idx.add(feats, paths)
-    idx.save()
+    with _locked_update(index_dir):
+        idx = IndexDir.open(index_dir)
+        feats, paths, skipped = extract_like_index(idx.meta, images, device, weights, workers)
+        n = idx.add(feats, paths)
+        if n:
+            idx.commit()
     return n, skipped
 
 
+# --------------------------------------------------------------------------- query
 @dataclass
 class QueryResult:
     """Top-k neighbours of each query image; ``to_dict()`` is the JSON ``neardup query`` prints."""
@@ -209,27 +497,43 @@ class QueryResult:
         return {"schema": QUERY_SCHEMA, **asdict(self)}
 
 
-def query_index(index_dir: str | os.PathLike, images: list[str], k: int = 10, params: dict[str, int] | None = None,
+def query_index(index_dir: str | os.PathLike, images: Sequence[str], k: int = 10, params: dict[str, int] | None = None,
                 device: str | None = None, weights: str | None = None, workers: int | None = None) -> QueryResult:
     """Search the index for each image; scores are similarities (cosine, or negated distance)."""
     if k < 1:
         raise UsageError("k must be >= 1")
     idx = IndexDir.open(index_dir)
     set_search_params(idx.index, params or {})
-    feats, paths, skipped = extract_like_index(idx.meta, images, device, weights, workers)
+    feats, paths, skipped = extract_like_index(idx.meta, list(images), device, weights, workers)
     results = []
     if len(feats):
-        scores, ids = search(idx.index, prepare_vectors(feats, idx.meta.metric), min(k, idx.index.ntotal),
-                             idx.meta.metric)
-        for p, srow, irow in zip(paths, scores, ids):
+        kk = min(k, idx.index.ntotal)
+        if kk:
+            scores, ids = search(idx.index, prepare_vectors(feats, idx.meta.metric), kk, idx.meta.metric)
+        else:  # an empty index: no neighbours
+            scores, ids = np.zeros((len(feats), 0)), np.zeros((len(feats), 0), dtype=np.int64)
+        for p, srow, irow in zip(paths, scores, ids, strict=False):
             results.append({"query": p, "neighbours": [
                 {"rank": r + 1, "id": int(i), "path": idx.paths[i], "score": float(s)}
-                for r, (s, i) in enumerate(zip(srow, irow)) if i >= 0]})
+                for r, (s, i) in enumerate(zip(srow, irow, strict=False)) if i >= 0]})
     return QueryResult(str(index_dir), k, idx.meta.metric, results, skipped)
 
 
+def grid_format(out: str | os.PathLike) -> str:
+    """The image format of a ``--grid`` file from its extension (png without one).
+
+    Raises:
+        UsageError: an extension matplotlib should not be asked to write here.
+    """
+    suffix = Path(out).suffix.lstrip(".").lower()
+    if suffix and suffix not in GRID_FORMATS:
+        raise UsageError(f"--grid {out}: unknown image format .{suffix}; use a .png, .pdf or .svg file name")
+    return suffix or "png"
+
+
 def draw_grid(result: QueryResult, out: str | os.PathLike, max_queries: int = 8, thumb: int = 128) -> None:
-    """Each query (left, framed) beside its neighbours with their scores; PNG/PDF by extension, Agg backend."""
+    """Each query (left, framed) beside its neighbours with their scores; PNG/PDF/SVG by extension, Agg backend."""
+    fmt = grid_format(out)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -258,15 +562,16 @@ def draw_grid(result: QueryResult, out: str | os.PathLike, max_queries: int = 8,
             s.set_color(color)
             s.set_linewidth(2)
 
-    for row, r in zip(axes, rows):
+    for row, r in zip(axes, rows, strict=False):
         for ax in row:
             ax.axis("off")
         row[0].axis("on")
         show(row[0], r["query"], "query: " + Path(r["query"]).name[:18], "tab:blue")
-        for ax, nb in zip(row[1:], r["neighbours"]):
+        for ax, nb in zip(row[1:], r["neighbours"], strict=False):
             ax.axis("on")
             show(ax, nb["path"], f"#{nb['rank']} {Path(nb['path']).name[:14]}\n{nb['score']:.3f}", "0.7")
     fig.tight_layout()
-    fmt = Path(out).suffix.lstrip(".").lower() or "png"
-    atomic_write(out, lambda f: fig.savefig(f, format=fmt, dpi=120))
-    plt.close(fig)
+    try:
+        atomic_write(out, lambda f: fig.savefig(f, format=fmt, dpi=120))
+    finally:
+        plt.close(fig)

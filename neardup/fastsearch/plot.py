@@ -9,34 +9,30 @@ Three figures, each as PNG and PDF:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from neardup.errors import UsageError
 from neardup.fastsearch.bench import BenchPoint, BenchResult, pareto_front
-from neardup.io_utils import atomic_write
+from neardup.io_utils import atomic_write, read_json
+from neardup.outdir import claim_out_dir
 
 FIGURES = ("frontier", "recall_time", "build_memory")
+FORMATS = ("png", "pdf")
+#: The files ``plot`` writes in its folder (the output-folder rule's owned patterns).
+OWNED = tuple(f"{name}.{fmt}" for name in FIGURES for fmt in FORMATS)
 
 
 def load_result(path: str | os.PathLike) -> BenchResult:
-    try:
-        data = json.loads(Path(path).read_text("utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"results file not found: {path}") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: not JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: not a bench result")
-    return BenchResult.from_dict(data)
+    """A ``search bench`` results file, validated (one UsageError naming the file for anything wrong)."""
+    return BenchResult.from_dict(read_json(path, "results file"), str(path))
 
 
 def _save(fig: object, out: Path, name: str) -> list[Path]:
     written = []
-    for fmt in ("png", "pdf"):
+    for fmt in FORMATS:
         path = out / f"{name}.{fmt}"
-        atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=150, bbox_inches="tight"))  # type: ignore[attr-defined]
+        atomic_write(path, lambda f, fmt=fmt: fig.savefig(f, format=fmt, dpi=150, bbox_inches="tight"))  # type: ignore[attr-defined]
         written.append(path)
     return written
 
@@ -46,17 +42,21 @@ def _label(p: BenchPoint) -> str:
     return f"{p.factory}" + (f" {params}" if params else "")
 
 
-def plot_results(result: BenchResult, out: str | os.PathLike) -> list[Path]:
-    """Draw the three figures into ``out``; returns the files written."""
+def plot_results(result: BenchResult, out: str | os.PathLike, overwrite: bool = False) -> list[Path]:
+    """Draw the three figures into ``out`` (claimed for ``plot``, see :mod:`neardup.outdir`); returns the files."""
+    if not result.records:
+        raise UsageError("the result has no records to plot")
+    with claim_out_dir(out, "plot", overwrite=overwrite, owned=OWNED):
+        return _draw(result, Path(out))
+
+
+def _draw(result: BenchResult, out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     plt.rcParams.update({"text.usetex": False, "font.size": 8})
-    if not result.records:
-        raise UsageError("the result has no records to plot")
-    out = Path(out)
     written: list[Path] = []
     metrics = list(dict.fromkeys(r.metric for r in result.records))
     families = sorted({r.factory for r in result.records})
@@ -66,7 +66,7 @@ def plot_results(result: BenchResult, out: str | os.PathLike) -> list[Path]:
 
     # recall vs QPS, Pareto frontier
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.5), squeeze=False)
-    for ax, m in zip(axes[0], metrics):
+    for ax, m in zip(axes[0], metrics, strict=False):
         pts = [r for r in result.records if r.metric == m]
         for f in families:
             sel = [r for r in pts if r.factory == f]
@@ -91,7 +91,7 @@ def plot_results(result: BenchResult, out: str | os.PathLike) -> list[Path]:
 
     # recall vs search time, Flat as reference
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.5), squeeze=False)
-    for ax, m in zip(axes[0], metrics):
+    for ax, m in zip(axes[0], metrics, strict=False):
         pts = [r for r in result.records if r.metric == m]
         for f in families:
             sel = [r for r in pts if r.factory == f]

@@ -1,13 +1,16 @@
-"""The JSON schema of ``neardup.search.bench/1`` results, and a small validator (no extra dependency).
+"""JSON schemas of ``neardup.search.bench/1`` and ``neardup.search.exact/1`` results, and a small validator.
 
-The schema is a standard JSON Schema document (``BENCH_SCHEMA``), so other
-tools can validate with ``jsonschema``; :func:`validate` implements the subset
-it uses (type, required, properties, items, const, additionalProperties).
+The schemas are standard JSON Schema documents (``BENCH_SCHEMA``, ``EXACT_SCHEMA``), so other
+tools can validate with ``jsonschema``; :func:`errors` implements the subset they use (type,
+required, properties, items, const, additionalProperties) with no extra dependency. ``report``
+and ``plot`` validate their input with it, so a file of the wrong shape gives one clear line.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from neardup.errors import UsageError
 
 NUM = {"type": "number"}
 INT = {"type": "integer"}
@@ -52,6 +55,31 @@ BENCH_SCHEMA: dict[str, Any] = {
     },
 }
 
+SCORES = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["n_queries", "recall", "mAP", "muAP"],
+    "properties": {"n_queries": INT, "recall": {"type": "object", "additionalProperties": NUM}, "mAP": NUM,
+                   "muAP": NUM},
+}
+
+EXACT_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "neardup.search.exact/1",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["schema", "model", "metric", "k", "n_database", "n_distractors", "n_queries", "n_unmatched_queries",
+                 "overall", "per_family", "per_attack", "search_seconds"],
+    "properties": {
+        "schema": {"const": "neardup.search.exact/1"},
+        "model": STR, "metric": STR, "k": INT, "n_database": INT, "n_distractors": INT, "n_queries": INT,
+        "n_unmatched_queries": INT, "overall": SCORES,
+        "per_family": {"type": "object", "additionalProperties": SCORES},
+        "per_attack": {"type": "object", "additionalProperties": SCORES},
+        "search_seconds": NUM, "config": {"type": "object"}, "environment": {"type": "object"},
+    },
+}
+
 _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
 
 
@@ -92,4 +120,22 @@ def validate(obj: Any, schema: dict[str, Any] = BENCH_SCHEMA) -> None:
     """Raise ValueError listing the first violations when ``obj`` does not follow ``schema``."""
     errs = errors(obj, schema)
     if errs:
-        raise ValueError("invalid bench result: " + "; ".join(errs[:5]) + (" ..." if len(errs) > 5 else ""))
+        raise ValueError("invalid bench result: " + summary(errs))
+
+
+def summary(errs: list[str], n: int = 3) -> str:
+    """The first ``n`` violations on one line."""
+    return "; ".join(errs[:n]) + (f" (and {len(errs) - n} more)" if len(errs) > n else "")
+
+
+def check_result(obj: Any, schema: dict[str, Any], source: str) -> dict[str, Any]:
+    """``obj`` when it follows ``schema``; else a UsageError naming ``source``, the schema and what is wrong."""
+    sid = schema.get("$id", "result")
+    if not isinstance(obj, dict):
+        raise UsageError(f"{source}: not a {sid} result (a JSON {type(obj).__name__}, expected an object)")
+    if obj.get("schema") != sid:
+        raise UsageError(f"{source}: expected schema {sid}, got {obj.get('schema')!r}")
+    errs = errors(obj, schema)
+    if errs:
+        raise UsageError(f"{source}: not a valid {sid} result: {summary(errs)}")
+    return obj

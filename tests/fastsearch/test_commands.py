@@ -7,8 +7,8 @@ from click.testing import CliRunner
 
 from neardup.cli import main
 from neardup.fastsearch.schema import validate
-
 from tests.conftest import make_image
+
 from .conftest import clustered, make_store
 
 
@@ -66,7 +66,8 @@ def test_index_build_add_query_with_phash(image_dir, tmp_path, factory):
     res = r.invoke(main, ["index", "build", str(tmp_path / "feats"), "--factory", factory, "--out", str(idx)])
     assert res.exit_code == 0, res.output
     assert "6 vectors (phash, hamming)" in res.output
-    assert {p.name for p in idx.iterdir()} >= {"index.faiss", "paths.json", "meta.json", "config.yaml"}
+    assert {p.name for p in idx.iterdir()} >= {"CURRENT", "gen-000001", "config.yaml", ".neardup.json"}
+    assert {p.name for p in (idx / "gen-000001").iterdir()} == {"index.faiss", "paths.json", "meta.json"}
 
     new = tmp_path / "new"
     new.mkdir()
