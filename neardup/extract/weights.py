@@ -8,6 +8,7 @@ never runs with silently missing weights.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Mapping
@@ -86,3 +87,51 @@ def find_in_hub_cache(filenames: list[str]) -> Path | None:
         if (d / name).is_file():
             return d / name
     return None
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _digest_cache_file() -> Path:
+    return Path(os.environ.get("NEARDUP_CACHE", Path.home() / ".cache" / "neardup")) / "weights-sha256.json"
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a weights file, streamed; cached by (real path, size, mtime) in memory and in the neardup cache.
+
+    Why: a resumed extraction must use the very same weights, and hashing a multi-GB checkpoint on
+    every run would cost seconds. A file rewritten in place gets a new mtime, so a stale digest is never used.
+    """
+    from neardup.io_utils import atomic_write_json, read_json
+
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        raise UsageError(f"weights file not found: {path}") from None
+    key = (real, st.st_size, st.st_mtime_ns)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    cache_file = _digest_cache_file()
+    try:
+        cache = read_json(cache_file, "digest cache") if cache_file.is_file() else {}
+    except (UsageError, OSError):
+        cache = {}
+    cache = cache if isinstance(cache, dict) else {}
+    hit = cache.get(real)
+    if isinstance(hit, dict) and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns \
+            and isinstance(hit.get("sha256"), str):
+        _DIGESTS[key] = hit["sha256"]
+        return hit["sha256"]
+    h = hashlib.sha256()
+    with open(real, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    _DIGESTS[key] = digest = h.hexdigest()
+    if st.st_size >= 16 << 20:  # only big files are worth a disk cache entry
+        cache[real] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+        try:
+            atomic_write_json(cache_file, cache)
+        except OSError:  # a read-only home or cache: the digest is still right, just not remembered
+            pass
+    return digest

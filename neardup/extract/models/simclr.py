@@ -425,12 +425,14 @@ def _register_v2(name: str, depth: int, width: int, sk: int) -> None:
               **kw: Any) -> TorchExtractor:
         layer = layer or "backbone"
         model = empty_model(lambda: build_v2(depth, width, sk, layer))
+        path = None
         if pretrained:  # pretrained=False: architecture only, for a fine-tuned state dict loaded next
-            load_simclr_v2(model, require_weights(name, weights, [fname], "Separius layout"))  # type: ignore[arg-type]
+            path = require_weights(name, weights, [fname], "Separius layout")
+            load_simclr_v2(model, path)
         if layer != "backbone":
             dim = 128 if layer == "head2" else model.resnet.channels_out
             cfg = replace(cfg, num_features=dim, feature_layer=f"projection head {layer}")
-        return TorchExtractor(cfg, model, **kw)
+        return TorchExtractor(cfg, model, weights_path=path, **kw)
 
 
 def _register_v1(name: str, width: int) -> None:
@@ -446,9 +448,11 @@ def _register_v1(name: str, width: int) -> None:
     @register_model(cfg)
     def build(cfg: ModelCfg, weights: str | None = None, pretrained: bool = True, **kw: Any) -> TorchExtractor:
         model = empty_model(lambda: WideResNet(DEPTHS[50], width))
+        path = None
         if pretrained:
-            load_wide_resnet(model, require_weights(name, weights, [fname], "tonylins layout"))  # type: ignore[arg-type]
-        return TorchExtractor(cfg, model, **kw)
+            path = require_weights(name, weights, [fname], "tonylins layout")
+            load_wide_resnet(model, path)
+        return TorchExtractor(cfg, model, weights_path=path, **kw)
 
 
 for _name, (_d, _w, _sk) in V2_MODELS.items():

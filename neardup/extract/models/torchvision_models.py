@@ -70,7 +70,7 @@ def _register_resnet(name: str, dim: int) -> None:
         import torchvision.models as tvm
 
         path = resolve_weights(name, weights) if pretrained else None
-        return TorchExtractor(cfg, build_classifier_backbone(getattr(tvm, name), path), **kw)
+        return TorchExtractor(cfg, build_classifier_backbone(getattr(tvm, name), path), weights_path=path, **kw)
 
 
 for _name in HUB_FILES:
@@ -98,6 +98,9 @@ EXTRA = {
     "efficientnet_b7": (2560, 600, 600, "bicubic", "classifier", ["efficientnet_b7_lukemelas-c5b4e57e.pth"], {}),
     "vit_b_16": (768, 224, 256, "bilinear", "heads", ["vit_b_16-c867db91.pth"], {}),
 }
+# crops the networks cannot leave: ViT's position embeddings are for 14x14 patches of 16 pixels, and
+# Inception v3's valid convolutions need at least 75 pixels
+SIZE_LIMITS: dict[str, dict[str, int]] = {"vit_b_16": {"fixed_input_size": 224}, "inception_v3": {"min_input_size": 75}}
 PAPERS = {
     "wide": "Zagoruyko & Komodakis, Wide Residual Networks, BMVC 2016",
     "inception": "Szegedy et al., Rethinking the Inception Architecture for Computer Vision, CVPR 2016",
@@ -121,7 +124,7 @@ def _register_extra(name: str) -> None:
                    interpolation=interp, weights_format="torchvision state dict (.pth)",
                    weights_hint=f"--weights FILE or {files[0]} in torch's hub cache",
                    feature_layer=feature_layer, paper=paper, license="BSD-3-Clause (torchvision)",
-                   extra={"files": files})
+                   extra={"files": files, **SIZE_LIMITS.get(name, {})})
 
     @register_model(cfg)
     def build(cfg: ModelCfg, weights: str | None = None, pretrained: bool = True, **kw: Any) -> TorchExtractor:
@@ -129,7 +132,7 @@ def _register_extra(name: str) -> None:
 
         path = resolve_weights(name, weights) if pretrained else None
         net = build_classifier_backbone(getattr(tvm, name), path, head, **arch_kw)
-        return TorchExtractor(cfg, net, **kw)
+        return TorchExtractor(cfg, net, weights_path=path, **kw)
 
 
 for _name in EXTRA:
