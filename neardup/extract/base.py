@@ -8,7 +8,8 @@ features for networks and packed uint8 bits for hashes.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch

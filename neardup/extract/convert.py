@@ -28,8 +28,9 @@ from __future__ import annotations
 import io
 import pickle
 import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,8 +71,8 @@ def identify_simclr(conv_shapes: list[tuple[int, ...]]) -> tuple[int, int, int]:
                 with torch.device("meta"):
                     net = S.ResNet(S.DEPTHS[depth], width, S.SK_RATIO if sk else 0.0)
                 convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
-                if len(convs) == len(conv_shapes) and all(
-                        tuple(m.weight.permute(2, 3, 1, 0).shape) == s for m, s in zip(convs, conv_shapes)):
+                if len(convs) == len(conv_shapes) and all(tuple(m.weight.permute(2, 3, 1, 0).shape) == s
+                                                          for m, s in zip(convs, conv_shapes, strict=True)):
                     return depth, width, sk
     raise UsageError(f"no SimCLR ResNet (depth 50/101/152, width 1-4, SK or not) has these {len(conv_shapes)} "
                      f"convs (first {conv_shapes[:1]})")
@@ -125,9 +126,9 @@ def simclr_tf1_to_torch(variables: Mapping[str, np.ndarray], layout: str = "auto
     if (len(conv_names), len(bn_names)) != (len(conv_scopes), len(bn_scopes)):
         raise UsageError(f"checkpoint has {len(conv_scopes)} convs / {len(bn_scopes)} BNs, "
                          f"the {tag} model {len(conv_names)} / {len(bn_names)}")
-    for name, scope in zip(conv_names, conv_scopes):
+    for name, scope in zip(conv_names, conv_scopes, strict=True):
         put(f"{name}.weight", variables[scope + "/kernel"].transpose(3, 2, 0, 1), scope)
-    for name, scope in zip(bn_names, bn_scopes):
+    for name, scope in zip(bn_names, bn_scopes, strict=True):
         for ours, theirs in (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"),
                              ("running_var", "moving_variance")):
             put(f"{name}.{ours}", variables[f"{scope}/{theirs}"], f"{scope}/{theirs}")
@@ -190,7 +191,7 @@ class _Record:
 
     _global = ""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "_Record":
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Record:
         self = object.__new__(cls)
         self.args, self.kwargs, self.state = args, kwargs, None
         return self

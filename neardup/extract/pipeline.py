@@ -97,7 +97,8 @@ class ImageDataset(Dataset):
             return i, None, f"preprocessing failed: {type(exc).__name__}: {exc}"
 
 
-def collate(items: list[tuple[int, torch.Tensor | None, str]]) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+def collate(items: list[tuple[int, torch.Tensor | None, str]]
+            ) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
     good = [(i, x) for i, x, _ in items if x is not None]
     bad = [(i, r) for i, x, r in items if x is None]
     batch = torch.stack([x for _, x in good]) if good else None
@@ -353,7 +354,7 @@ def _run(ext: Any, paths: list[str], root: str, problems: list[dict[str, str]], 
                 feats = ext.encode(batch)
                 if feats.dtype.kind == "f" and not np.all(np.isfinite(feats)):
                     raise UsageError(f"non-finite features from {ext.name}; check --amp and the weights")
-                for k, f in zip(local_idx, feats):
+                for k, f in zip(local_idx, feats, strict=True):
                     j = todo_idx[k]
                     pending[j // shard_size]["feats"][j] = f
             for k, reason in bad:

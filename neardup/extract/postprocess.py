@@ -64,7 +64,7 @@ class FeatureTransform:
         atomic_write(path, lambda f: np.savez(f, **arrays))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "FeatureTransform":
+    def load(cls, path: str | os.PathLike) -> FeatureTransform:
         """The stored transform; UsageError naming ``path`` if it is not a readable transform file."""
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -102,7 +102,8 @@ class FeatureTransform:
                 "digest": self.digest()}
 
 
-def fit_transform(sample: np.ndarray, l2: bool = True, whiten_dim: int | None = None, eps: float = 1e-6) -> FeatureTransform:
+def fit_transform(sample: np.ndarray, l2: bool = True, whiten_dim: int | None = None,
+                  eps: float = 1e-6) -> FeatureTransform:
     """Fit on a (n, D) sample: L2 and, with ``whiten_dim``, PCA whitening to that many dimensions.
 
     Raises:

@@ -7,8 +7,9 @@ model's defaults. Preprocessing is derived from :class:`ModelCfg`, never retyped
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 from neardup.errors import UsageError
 
@@ -141,7 +142,8 @@ def create_extractor(name: str, **kwargs: Any) -> Any:
     if "layer" in kwargs and "layers" not in cfg.extra:
         raise UsageError(f"--layer is not available for {name}: its features come from one layer ({cfg.feature_layer})")
     if "layer" in kwargs and kwargs["layer"] not in cfg.extra["layers"]:
-        raise UsageError(f"unknown --layer {kwargs['layer']!r} for {name}; choose from {', '.join(cfg.extra['layers'])}")
+        raise UsageError(f"unknown --layer {kwargs['layer']!r} for {name}; "
+                         f"choose from {', '.join(cfg.extra['layers'])}")
     overrides = {k: kwargs.pop(k) for k in ("input_size", "resize_size") if k in kwargs}
     if cfg.extra.get("sizes_from_weights"):
         # the crop is read from the weights file (fine-tuned encoders): the builder applies the overrides

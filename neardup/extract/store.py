@@ -39,7 +39,8 @@ def write_shard(out: Path, index: int, feats: np.ndarray, paths: list[str], skip
     buf = io.BytesIO()
     np.save(buf, feats, allow_pickle=False)
     atomic_write(shard_dir / f"{shard_name(index)}.npy", lambda f: f.write(buf.getvalue()))
-    atomic_write_json(shard_dir / f"{shard_name(index)}.json", {"count": len(paths), "paths": paths, "skipped": skipped})
+    atomic_write_json(shard_dir / f"{shard_name(index)}.json",
+                      {"count": len(paths), "paths": paths, "skipped": skipped})
 
 
 def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
@@ -151,7 +152,7 @@ class FeatureStore:
     root: Path
 
     @classmethod
-    def open(cls, root: str | os.PathLike) -> "FeatureStore":
+    def open(cls, root: str | os.PathLike) -> FeatureStore:
         """A finished extraction, its meta.json and shard headers checked; UsageError naming what is wrong.
 
         Shapes and dtypes are checked here (headers only: cheap); the paths files when ``paths`` is first
@@ -162,7 +163,8 @@ class FeatureStore:
             raise UsageError(f"not a neardup feature folder: {root} " +
                              ("is a file" if root.exists() else "does not exist"))
         if not (root / "meta.json").is_file():
-            hint = " (extraction unfinished: re-run the same `neardup extract` to resume)" if (root / "job.json").is_file() else ""
+            unfinished = (root / "job.json").is_file()
+            hint = " (extraction unfinished: re-run the same `neardup extract` to resume)" if unfinished else ""
             raise UsageError(f"not a neardup feature folder: {root} has no meta.json{hint}")
         meta = read_json_object(root / "meta.json", "feature metadata")
         if meta.get("schema") != SCHEMA:
@@ -188,8 +190,9 @@ class FeatureStore:
                                  f"for {self.model}")
             if got != dtype:
                 raise UsageError(f"damaged feature folder: {npy} holds {got}, expected {dtype} (meta.json)")
-            if not (self.root / "shards" / f"{s}.json").is_file():
-                raise UsageError(f"damaged feature folder: shard record {self.root / 'shards' / f'{s}.json'} is missing")
+            record = self.root / "shards" / f"{s}.json"
+            if not record.is_file():
+                raise UsageError(f"damaged feature folder: shard record {record} is missing")
             rows.append(shape[0])
         if sum(rows) != self.meta["count"]:
             raise UsageError(f"damaged feature folder: {self.root}: the shards hold {sum(rows)} feature rows but "
@@ -265,7 +268,7 @@ class FeatureStore:
     def raw_features(self) -> np.ndarray:
         """The stored features, checked finite (NaN/inf would make every distance meaningless)."""
         shards = self.shard_arrays()
-        for s, a in zip(self.meta["shards"], shards):
+        for s, a in zip(self.meta["shards"], shards, strict=True):
             check_finite(a, str(self.root / "shards" / f"{s}.npy"))
         arrays = [a for a in shards if a.shape[0]]
         if len(arrays) == 1:

@@ -8,10 +8,11 @@ never runs with silently missing weights.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 
@@ -68,7 +69,7 @@ def map_in_order(model_sd: Mapping[str, torch.Tensor], src: Mapping[str, torch.T
     if len(model_sd) != len(src):
         raise UsageError(f"weights {source}: {len(src)} tensors, model expects {len(model_sd)}")
     out = {}
-    for (k_model, v_model), (k_src, v_src) in zip(model_sd.items(), src.items()):
+    for (k_model, v_model), (k_src, v_src) in zip(model_sd.items(), src.items(), strict=True):
         if tuple(v_model.shape) != tuple(v_src.shape):
             raise UsageError(f"weights {source}: {k_src} {tuple(v_src.shape)} does not fit "
                              f"{k_model} {tuple(v_model.shape)}")
@@ -130,8 +131,6 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     _DIGESTS[key] = digest = h.hexdigest()
     if st.st_size >= 16 << 20:  # only big files are worth a disk cache entry
         cache[real] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
-        try:
+        with contextlib.suppress(OSError):  # a read-only cache: the digest is still right, just not remembered
             atomic_write_json(cache_file, cache)
-        except OSError:  # a read-only home or cache: the digest is still right, just not remembered
-            pass
     return digest

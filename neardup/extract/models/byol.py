@@ -21,7 +21,8 @@ Accepted ``--weights``:
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

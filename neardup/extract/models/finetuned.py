@@ -8,13 +8,13 @@ weights, then the state dict is loaded strictly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any
 
 from neardup.errors import UsageError
 from neardup.extract.base import TorchExtractor
-from neardup.extract.registry import (MODELS, ModelCfg, check_input_size, get_model_cfg, register_model,
-                                      scaled_resize)
+from neardup.extract.registry import MODELS, ModelCfg, check_input_size, get_model_cfg, register_model, scaled_resize
 from neardup.extract.weights import load_strict, read_checkpoint
 
 FORMAT = "neardup.finetuned/1"
@@ -32,7 +32,8 @@ def finetuned(cfg: ModelCfg, weights: str | None = None, input_size: int | None 
         raise UsageError("--model finetuned needs --weights RUN_DIR/best.pt (from neardup finetune)")
     blob = read_checkpoint(weights)
     if blob.get("format") != FORMAT:
-        raise UsageError(f"{weights} is not a neardup fine-tuned encoder (format {blob.get('format')!r}, expected {FORMAT})")
+        raise UsageError(f"{weights} is not a neardup fine-tuned encoder (format {blob.get('format')!r}, "
+                         f"expected {FORMAT})")
     base = str(blob.get("base_model"))
     if base not in MODELS or MODELS[base].cfg.kind != "torch" or MODELS[base].cfg.extra.get("sizes_from_weights") \
             or not isinstance(blob.get("state_dict"), Mapping):

@@ -29,8 +29,9 @@ there, which shifts windows by a pixel). Inputs are RGB in [0, 1], not normalise
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -191,7 +192,7 @@ class ResNet(nn.Module):
         super().__init__()
         ops: list[nn.Module] = [Stem(sk_ratio, width)]
         cin = 64 * width
-        for i, (n, stride) in enumerate(zip(layers, (1, 2, 2, 2))):
+        for i, (n, stride) in enumerate(zip(layers, (1, 2, 2, 2), strict=False)):
             ops.append(Blocks(n, cin, 64 * width * 2 ** i, stride, sk_ratio))
             cin = ops[-1].channels_out  # type: ignore[assignment]
         self.channels_out = cin
@@ -297,7 +298,7 @@ class WideResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = MaxPoolSame(3, 2)
         cin = c
-        for i, (n, stride) in enumerate(zip(layers, (1, 2, 2, 2))):
+        for i, (n, stride) in enumerate(zip(layers, (1, 2, 2, 2), strict=False)):
             planes = c * 2 ** i
             down = nn.Sequential(nn.Conv2d(cin, planes * 4, 1, stride, bias=False),
                                  nn.BatchNorm2d(planes * 4, eps=BN_EPS))
