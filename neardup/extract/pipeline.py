@@ -300,9 +300,10 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, model: str 
         verdict, error = None, None
         if info.is_main:
             try:
-                own = held.enter_context(claim_out_dir(out, "extract", overwrite=overwrite, owned=OWNED,
-                                                       recognise=is_extraction))
-                remove_stale_tmp(out / "shards")
+                with _naming(out):  # a full disk while the folder is marked still names it
+                    own = held.enter_context(claim_out_dir(out, "extract", overwrite=overwrite, owned=OWNED,
+                                                           recognise=is_extraction))
+                    remove_stale_tmp(out / "shards")
                 job = _job_record(ext, paths, shard_size, dtype, max_pixels, globs, post)
                 _prepare_output(out, job, own)
             except Exception as exc:  # noqa: BLE001 - re-raised below, after the other ranks are told

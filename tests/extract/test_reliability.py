@@ -362,3 +362,13 @@ def test_stored_tiny_extractor_is_deterministic(image_dir, tmp_path):
     a = FeatureStore.open(tiny_store(image_dir, tmp_path / "a")).features()
     b = TinyExtractor().encode(torch.stack([TinyExtractor().transform(make_image(i)) for i in range(6)]))
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_second_writer_gets_one_clear_error(image_dir, tmp_path):
+    from neardup.outdir import folder_lock
+
+    out = tmp_path / "f"
+    extract_features(image_dir, out, "phash", **FAST)
+    with folder_lock(out), pytest.raises(UsageError, match="another neardup process is writing"):
+        extract_features(image_dir, out, "phash", **FAST)
+    assert extract_features(image_dir, out, "phash", **FAST).resumed_shards == 1  # the lock is released after
