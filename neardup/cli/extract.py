@@ -17,14 +17,16 @@ from neardup.cli._common import config_option, save_config
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output feature folder.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Checkpoint file for the model.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--workers", type=click.IntRange(0), default=None, help="Decoding processes [default: cores - 1].")
+@click.option("--workers", type=click.IntRange(0, 256), default=None, help="Decoding processes [default: cores - 1].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--amp", type=click.Choice(["auto", "off", "fp16", "bf16"]), default="auto", show_default=True,
               help="Mixed precision (auto: bf16 on GPU, off on CPU).")
 @click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
               help="auto: ONNX Runtime on CPU when its export matches PyTorch within 1e-4.")
-@click.option("--input-size", type=click.IntRange(16), default=None, help="Override the model's crop size.")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (PyTorch engine; for long GPU runs).")
+@click.option("--input-size", type=click.IntRange(16, 2048), default=None,
+              help="Override the model's crop size (networks only; the resize keeps the model's ratio).")
+@click.option("--compile", "compile_", is_flag=True,
+              help="torch.compile the model (PyTorch engine; for long GPU runs).")
 @click.option("--layer", default=None, help="Feature layer, for models that offer several (SimCLR v2: backbone, "
               "head0, head1, head2) [default: backbone].")
 @click.option("--shard-size", type=click.IntRange(1), default=10000, show_default=True)
@@ -39,7 +41,9 @@ from neardup.cli._common import config_option, save_config
 @click.option("--whiten-sample", type=click.IntRange(2), default=100_000, show_default=True)
 @click.option("--transform-from", type=click.Path(file_okay=False), default=None,
               help="Apply the transform fitted on another feature folder (extract queries like their database).")
-@click.option("--overwrite", is_flag=True, help="Discard an existing output and start over.")
+@click.option("--overwrite", is_flag=True,
+              help="Start over: remove this command's earlier output in --out (shards, meta.json, job.json, ...). "
+                   "Files neardup did not write are never removed.")
 def extract(images: str, model: str, out: str, weights: str | None, batch_size: int, workers: int | None,
             device: str, amp: str, engine: str, input_size: int | None, compile_: bool, layer: str | None,
             shard_size: int, dtype: str,
@@ -51,18 +55,17 @@ def extract(images: str, model: str, out: str, weights: str | None, batch_size: 
     """
     from neardup.extract.pipeline import extract_features
 
+    params = {"images": images, "model": model, "weights": weights, "batch_size": batch_size, "device": device,
+              "amp": amp, "engine": engine, "input_size": input_size, "layer": layer, "compile": compile_,
+              "shard_size": shard_size, "dtype": dtype, "glob": list(globs), "max_pixels": max_pixels,
+              "normalize": normalize, "whiten": whiten, "whiten_sample": whiten_sample,
+              "transform_from": transform_from}
     report = extract_features(images, out, model, weights=weights, batch_size=batch_size, workers=workers,
-                              device=device, amp=amp, engine=engine, input_size=input_size, layer=layer, compile=compile_,
-                              shard_size=shard_size,
-                              dtype=dtype, overwrite=overwrite, globs=globs, normalize=normalize, whiten=whiten,
-                              whiten_sample=whiten_sample, transform_from=transform_from,
-                              **({"max_pixels": max_pixels} if max_pixels else {}))
-    save_config(out, "extract", {"images": images, "model": model, "weights": weights, "batch_size": batch_size,
-                                 "device": device, "amp": amp, "engine": engine, "input_size": input_size, "layer": layer,
-                                 "compile": compile_,
-                                 "shard_size": shard_size, "dtype": dtype, "glob": list(globs),
-                                 "max_pixels": max_pixels, "normalize": normalize, "whiten": whiten,
-                                 "whiten_sample": whiten_sample, "transform_from": transform_from})
+                              device=device, amp=amp, engine=engine, input_size=input_size, layer=layer,
+                              compile=compile_, shard_size=shard_size, dtype=dtype, overwrite=overwrite, globs=globs,
+                              normalize=normalize, whiten=whiten, whiten_sample=whiten_sample,
+                              transform_from=transform_from, **({"max_pixels": max_pixels} if max_pixels else {}),
+                              write_config=lambda folder: save_config(folder, "extract", params))
     resumed = f", resumed after {report.resumed_shards} shard(s)" if report.resumed_shards else ""
     click.echo(f"{report.count} images -> {out} ({report.model}, {report.images_per_s:.1f} img/s{resumed}); "
                f"{len(report.skipped)} skipped")

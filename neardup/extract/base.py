@@ -8,7 +8,8 @@ features for networks and packed uint8 bits for hashes.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,11 +36,43 @@ def resolve_device(device: str | None) -> torch.device:
         raise UsageError(f"unknown device {device!r}; use auto, cpu or cuda[:N]") from None
 
 
+#: Longest side / shortest side kept before the resize. Resizing the short side of a 1 x 150000 strip
+#: to 256 would make a 256 x 38 million image (tens of GB); the centre crop only ever uses the middle.
+MAX_ASPECT = 8
+
+
+class LimitAspect:
+    """Centre-crop the long side to at most ``max_aspect`` times the short side (a no-op for ordinary images).
+
+    Why: the resize that follows scales the whole image by resize/short side, so its output (and memory)
+    grows with the aspect ratio; the pixels cut away lie outside the centre crop the model sees.
+    """
+
+    def __init__(self, max_aspect: int = MAX_ASPECT):
+        self.max_aspect = max_aspect
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        w, h = img.size
+        short = min(w, h)
+        if max(w, h) <= self.max_aspect * short:
+            return img
+        keep = self.max_aspect * short
+        if w > h:
+            left = (w - keep) // 2
+            return img.crop((left, 0, left + keep, h))
+        top = (h - keep) // 2
+        return img.crop((0, top, w, top + keep))
+
+    def __repr__(self) -> str:
+        return f"LimitAspect(max_aspect={self.max_aspect})"
+
+
 def build_transform(cfg: ModelCfg) -> Callable[[Image.Image], torch.Tensor]:
-    """Resize the short side, centre crop, scale to [0, 1], normalise: derived from ``cfg``."""
+    """Limit the aspect ratio, resize the short side, centre crop, scale to [0, 1], normalise: derived from ``cfg``."""
     from torchvision import transforms as T
 
     return T.Compose([
+        LimitAspect(),
         T.Resize(cfg.resize_size, interpolation=T.InterpolationMode(cfg.interpolation)),
         T.CenterCrop(cfg.input_size),
         T.ToTensor(),
@@ -51,8 +84,10 @@ class TorchExtractor:
     """A network whose forward returns pooled features (B, D)."""
 
     def __init__(self, cfg: ModelCfg, model: torch.nn.Module, device: str | None = None,
-                 amp: str | None = None, channels_last: bool | None = None, compile: bool = False):
+                 amp: str | None = None, channels_last: bool | None = None, compile: bool = False,
+                 weights_path: str | None = None):
         self.cfg = cfg
+        self.weights_path = weights_path  # the file the weights came from: its digest identifies a job
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         self.amp = amp if amp not in (None, "auto") else ("bf16" if self.device.type == "cuda" else "off")
@@ -103,6 +138,7 @@ class HashExtractor:
     dtype = np.uint8
     draft_size = None
     device = torch.device("cpu")
+    weights_path = None
 
     def __init__(self, cfg: ModelCfg, hash_fn: Callable[[Image.Image], Any], **_: Any):
         self.cfg = cfg

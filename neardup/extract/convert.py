@@ -28,8 +28,9 @@ from __future__ import annotations
 import io
 import pickle
 import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,8 +71,8 @@ def identify_simclr(conv_shapes: list[tuple[int, ...]]) -> tuple[int, int, int]:
                 with torch.device("meta"):
                     net = S.ResNet(S.DEPTHS[depth], width, S.SK_RATIO if sk else 0.0)
                 convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
-                if len(convs) == len(conv_shapes) and all(
-                        tuple(m.weight.permute(2, 3, 1, 0).shape) == s for m, s in zip(convs, conv_shapes)):
+                if len(convs) == len(conv_shapes) and all(tuple(m.weight.permute(2, 3, 1, 0).shape) == s
+                                                          for m, s in zip(convs, conv_shapes, strict=True)):
                     return depth, width, sk
     raise UsageError(f"no SimCLR ResNet (depth 50/101/152, width 1-4, SK or not) has these {len(conv_shapes)} "
                      f"convs (first {conv_shapes[:1]})")
@@ -125,9 +126,9 @@ def simclr_tf1_to_torch(variables: Mapping[str, np.ndarray], layout: str = "auto
     if (len(conv_names), len(bn_names)) != (len(conv_scopes), len(bn_scopes)):
         raise UsageError(f"checkpoint has {len(conv_scopes)} convs / {len(bn_scopes)} BNs, "
                          f"the {tag} model {len(conv_names)} / {len(bn_names)}")
-    for name, scope in zip(conv_names, conv_scopes):
+    for name, scope in zip(conv_names, conv_scopes, strict=True):
         put(f"{name}.weight", variables[scope + "/kernel"].transpose(3, 2, 0, 1), scope)
-    for name, scope in zip(bn_names, bn_scopes):
+    for name, scope in zip(bn_names, bn_scopes, strict=True):
         for ours, theirs in (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"),
                              ("running_var", "moving_variance")):
             put(f"{name}.{ours}", variables[f"{scope}/{theirs}"], f"{scope}/{theirs}")
@@ -190,7 +191,7 @@ class _Record:
 
     _global = ""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "_Record":
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Record:
         self = object.__new__(cls)
         self.args, self.kwargs, self.state = args, kwargs, None
         return self
@@ -262,29 +263,58 @@ def read_haiku_pickle(path: str | Path) -> Any:
     try:
         with open(path, "rb") as f:
             return RestrictedUnpickler(f).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise UsageError(f"cannot read {path} as a BYOL Haiku pickle safely: {exc}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError,
+            RecursionError, OverflowError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path} as a BYOL Haiku pickle safely: {type(exc).__name__}: "
+                         f"{str(exc)[:200]}") from None
+
+
+#: a Haiku experiment state is a few levels deep; far deeper (or larger) trees are not BYOL checkpoints
+MAX_TREE_DEPTH = 64
+MAX_TREE_NODES = 2_000_000
+
+
+def _children(node: Any, path: tuple) -> list[tuple[Any, tuple]]:
+    if isinstance(node, _Record):
+        out = [(a, path + (f"{type(node).__name__}[{i}]",)) for i, a in enumerate(node.args)]
+        if node.kwargs:
+            out.append((node.kwargs, path))
+        if node.state is not None:
+            out.append((node.state, path))
+        return out
+    if isinstance(node, Mapping):
+        return [(v, path + (k,)) for k, v in node.items()]
+    if isinstance(node, (list, tuple)):
+        if node and all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in node):
+            return [(dict(node), path)]  # a mapping pickled as its items
+        return [(v, path + (i,)) for i, v in enumerate(node)]
+    return []
 
 
 def _walk(obj: Any, path: tuple = ()) -> Iterator[tuple[tuple, Mapping]]:
-    """Every mapping in ``obj`` (depth first, in order), through dicts, sequences and records."""
-    if isinstance(obj, _Record):
-        for i, a in enumerate(obj.args):
-            yield from _walk(a, path + (f"{type(obj).__name__}[{i}]",))
-        if obj.kwargs:
-            yield from _walk(obj.kwargs, path)
-        if obj.state is not None:
-            yield from _walk(obj.state, path)
-    elif isinstance(obj, Mapping):
-        yield path, obj
-        for k, v in obj.items():
-            yield from _walk(v, path + (k,))
-    elif isinstance(obj, (list, tuple)):
-        if obj and all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in obj):
-            yield from _walk(dict(obj), path)  # a mapping pickled as its items
-        else:
-            for i, v in enumerate(obj):
-                yield from _walk(v, path + (i,))
+    """Every mapping in ``obj`` (depth first, in order), through dicts, sequences and records.
+
+    Iterative, each container visited once, with depth and size limits: a crafted pickle (nested
+    100,000 deep, or one list referenced twice at every level) gives one clear error, not a
+    RecursionError or an endless walk.
+    """
+    stack: list[tuple[Any, tuple, int]] = [(obj, path, 0)]
+    seen: set[int] = set()
+    alive: list[Any] = []  # keeps visited containers alive, so their ids are not reused
+    visits = 0
+    while stack:
+        node, p, depth = stack.pop()
+        if not isinstance(node, (_Record, Mapping, list, tuple)) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        alive.append(node)
+        visits += 1
+        if depth > MAX_TREE_DEPTH or visits > MAX_TREE_NODES:
+            raise UsageError(f"the pickle is nested deeper than {MAX_TREE_DEPTH} levels or holds more than "
+                             f"{MAX_TREE_NODES} containers: not a BYOL checkpoint")
+        if isinstance(node, Mapping):
+            yield p, node
+        stack.extend((c, cp, depth + 1) for c, cp in reversed(_children(node, p)))
 
 
 def _find_tree(obj: Any, key_suffix: str, preferred: str) -> Mapping:
@@ -322,26 +352,59 @@ def haiku_module_to_torch(module: str) -> str | None:
 
 
 def byol_haiku_to_torchvision(ckpt: Any) -> dict[str, torch.Tensor]:
-    """The online encoder of an unpickled BYOL checkpoint as a torchvision-layout state dict."""
+    """The online encoder of an unpickled BYOL checkpoint as a torchvision-layout state dict.
+
+    Raises:
+        UsageError: no encoder tree, or leaves that are not the arrays a BYOL encoder holds.
+    """
     params = _find_tree(ckpt, "initial_conv", "online_params")
     state = _find_tree(ckpt, "initial_batchnorm/~/mean_ema", "online_state")
     sd: dict[str, torch.Tensor] = {}
-    for module, leaves in params.items():
-        name = haiku_module_to_torch(module)
-        if name is None:
-            continue
-        for leaf, value in leaves.items():
-            t = torch.from_numpy(np.ascontiguousarray(value)).float()
-            sd[f"{name}.{_PARAM[leaf]}"] = t.permute(3, 2, 0, 1).contiguous() if leaf == "w" else t.reshape(-1)
-    for module, leaves in state.items():
-        base, _, kind = module.rpartition("/~/")
-        name = haiku_module_to_torch(base)
-        if name is None or kind not in _STATE:
-            continue
-        sd[f"{name}.{_STATE[kind]}"] = torch.from_numpy(np.asarray(leaves["average"])).float().reshape(-1)
+    try:
+        for module, leaves in params.items():
+            name = haiku_module_to_torch(module) if isinstance(module, str) else None
+            if name is None:
+                continue
+            for leaf, value in _leaves(leaves, module):
+                if leaf not in _PARAM:
+                    raise UsageError(f"unexpected parameter {module}/{leaf}")
+                t = _tensor(value, f"{module}/{leaf}")
+                if leaf == "w" and t.ndim != 4:
+                    raise UsageError(f"{module}/w has shape {tuple(t.shape)}, expected a 4-d HWIO kernel")
+                sd[f"{name}.{_PARAM[leaf]}"] = t.permute(3, 2, 0, 1).contiguous() if leaf == "w" else t.reshape(-1)
+        for module, leaves in state.items():
+            if not isinstance(module, str):
+                continue
+            base, _, kind = module.rpartition("/~/")
+            name = haiku_module_to_torch(base)
+            if name is None or kind not in _STATE:
+                continue
+            average = dict(_leaves(leaves, module)).get("average")
+            if average is None:
+                raise UsageError(f"{module} has no 'average'")
+            sd[f"{name}.{_STATE[kind]}"] = _tensor(average, f"{module}/average").reshape(-1)
+    except UsageError as exc:
+        raise UsageError(f"not a BYOL checkpoint: {exc}") from None
     if not sd:
         raise UsageError("no encoder parameters found in the BYOL checkpoint")
     return sd
+
+
+def _leaves(leaves: Any, module: str) -> list[tuple[Any, Any]]:
+    if not isinstance(leaves, Mapping):
+        raise UsageError(f"{module} is a {type(leaves).__name__}, not a mapping of arrays")
+    return list(leaves.items())
+
+
+def _tensor(value: Any, where: str) -> torch.Tensor:
+    """A float tensor from a pickled numpy array (or number); UsageError for anything else."""
+    try:
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(f"dtype {arr.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(arr)).float()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise UsageError(f"{where} is not a numeric array ({exc})") from None
 
 
 # --------------------------------------------------------------------------- file-level conversions
@@ -358,9 +421,20 @@ def convert_simclr(src: str | Path, out: str | Path, layout: str = "auto", ema: 
     return desc
 
 
+def byol_from_pickle(path: str | Path) -> dict[str, torch.Tensor]:
+    """The online encoder of a BYOL Haiku ``.pkl`` (restricted unpickler); errors name ``path``."""
+    ckpt = read_haiku_pickle(path)
+    try:
+        return byol_haiku_to_torchvision(ckpt)
+    except UsageError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+
+
 def convert_byol(src: str | Path, out: str | Path) -> str:
     """BYOL Haiku ``.pkl`` -> torchvision-layout state dict ``out``; returns what was written, in words."""
-    sd = byol_haiku_to_torchvision(read_haiku_pickle(src))
+    sd = byol_from_pickle(src)
+    if "conv1.weight" not in sd:
+        raise UsageError(f"{src}: the BYOL encoder has no initial conv (conv1.weight)")
     save_torch(sd, out)
     blocks = [sum(1 for k in sd if re.fullmatch(rf"layer{g}\.\d+\.conv1\.weight", k)) for g in range(1, 5)]
     return f"online encoder: {len(sd)} tensors, width {sd['conv1.weight'].shape[0] // 64}x, blocks {blocks}"

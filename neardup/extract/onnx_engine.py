@@ -87,7 +87,13 @@ def attach(extractor: Any, engine: str) -> str:
 
     ``auto`` means ONNX on CPU when onnxruntime is installed and the export is exact.
     """
-    if engine == "torch" or extractor.cfg.kind != "torch":
+    if extractor.cfg.kind != "torch":
+        if engine == "onnx":
+            from neardup.errors import UsageError
+
+            raise UsageError(f"--engine onnx applies to networks; {extractor.name} is computed without one")
+        return "torch"
+    if engine == "torch":
         return "torch"
     if engine == "auto" and (extractor.device.type != "cpu" or not available()):
         return "torch"

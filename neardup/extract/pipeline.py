@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
-import json
 import os
-import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,20 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from neardup import __version__, dist
-from neardup.data.images import DEFAULT_MAX_PIXELS, ImageDecodeError, load_image, walk_images
+from neardup.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageDecodeError, load_image, walk_images
 from neardup.errors import UsageError
 from neardup.extract.onnx_engine import attach
-from neardup.extract.registry import create_extractor
+from neardup.extract.registry import create_extractor, get_model_cfg
 from neardup.extract.store import SCHEMA, committed_shard, shard_name, write_shard
-from neardup.io_utils import atomic_write_json
+from neardup.extract.weights import file_sha256
+from neardup.io_utils import atomic_write_json, read_json_object, read_text, remove_stale_tmp
+from neardup.outdir import claim_out_dir
 from neardup.progress import progress
+
+#: what ``neardup extract`` writes in --out (removed by --overwrite, never anything else)
+OWNED = ("shards", "meta.json", "job.json", "transform.npz", "config.yaml")
+#: version of job.json; older records lack the weights digest and are not resumed
+JOB_SCHEMA = "neardup.extract-job/2"
 
 
 def collect_inputs(src: str | os.PathLike, globs: tuple[str, ...] = ()) -> tuple[list[str], str, list[dict[str, str]]]:
@@ -43,12 +51,31 @@ def collect_inputs(src: str | os.PathLike, globs: tuple[str, ...] = ()) -> tuple
 
         rows = read_manifest(src)
         return sorted(str(src.parent / r.query) for r in rows), str(src.parent), []
-    lines = [ln.strip() for ln in src.read_text("utf-8").splitlines()]
-    paths = sorted({ln for ln in lines if ln and not ln.startswith("#")})
-    if not paths:
-        raise UsageError(f"no image paths listed in {src}")
+    if src.suffix.lower() in IMAGE_EXTENSIONS:
+        raise UsageError(f"{src} is an image; give a folder of images, a text file listing image paths, "
+                         "or a manifest.csv")
+    paths = _read_list_file(src)
     root = os.path.commonpath([str(Path(p).parent) for p in paths]) if len(paths) > 1 else str(Path(paths[0]).parent)
     return paths, root, []
+
+
+def _read_list_file(src: Path) -> list[str]:
+    """Sorted, de-duplicated paths of a list file: UTF-8, one per line, '#' comments; not mixing
+    absolute and relative paths (their common root, and so the image ids, would be ill-defined)."""
+    text = read_text(src, "image list file")
+    numbered = [(n, ln.strip()) for n, ln in enumerate(text.splitlines(), 1)]
+    numbered = [(n, ln) for n, ln in numbered if ln and not ln.startswith("#")]
+    if not numbered:
+        raise UsageError(f"no image paths listed in {src}")
+    bad = next(((n, ln) for n, ln in numbered if "\x00" in ln), None)
+    if bad:
+        raise UsageError(f"image list file {src}, line {bad[0]}: a path with a NUL character")
+    absolute = [(n, ln) for n, ln in numbered if os.path.isabs(ln)]
+    if absolute and len(absolute) < len(numbered):
+        rel = next((n, ln) for n, ln in numbered if not os.path.isabs(ln))
+        raise UsageError(f"image list file {src} mixes absolute paths (line {absolute[0][0]}: {absolute[0][1]}) and "
+                         f"relative ones (line {rel[0]}: {rel[1]}); list them all one way")
+    return sorted({ln for _, ln in numbered})
 
 
 class ImageDataset(Dataset):
@@ -70,7 +97,8 @@ class ImageDataset(Dataset):
             return i, None, f"preprocessing failed: {type(exc).__name__}: {exc}"
 
 
-def collate(items: list[tuple[int, torch.Tensor | None, str]]) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+def collate(items: list[tuple[int, torch.Tensor | None, str]]
+            ) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
     good = [(i, x) for i, x, _ in items if x is not None]
     bad = [(i, r) for i, x, r in items if x is None]
     batch = torch.stack([x for _, x in good]) if good else None
@@ -92,12 +120,82 @@ class ExtractReport:
         return (self.count + len(self.skipped)) / self.seconds if self.seconds > 0 else 0.0
 
 
-def _job_record(extractor: Any, paths: list[str], shard_size: int, dtype: str) -> dict[str, Any]:
+def _job_record(extractor: Any, paths: list[str], shard_size: int, dtype: str, max_pixels: int,
+                globs: tuple[str, ...], post: dict[str, Any]) -> dict[str, Any]:
+    """Everything that changes the shards' features: a resume must match it exactly.
+
+    The engine (torch/ONNX), device, worker and batch counts are left out: they do not change what is computed.
+    """
     digest = hashlib.sha256("\n".join(paths).encode()).hexdigest()
     d = extractor.describe()
-    return {"model": d["model"], "preprocessing": d["preprocessing"], "num_features": d["num_features"],
-            "feature_layer": d["feature_layer"],
-            "shard_size": shard_size, "n_inputs": len(paths), "inputs_sha256": digest, "dtype": dtype}
+    weights = getattr(extractor, "weights_path", None)
+    return {"job_schema": JOB_SCHEMA, "model": d["model"], "weights_sha256": file_sha256(weights) if weights else None,
+            "feature_layer": d["feature_layer"], "num_features": d["num_features"], "preprocessing": d["preprocessing"],
+            "amp": d["amp"], "dtype": dtype, "max_pixels": max_pixels, "globs": sorted(globs),
+            "shard_size": shard_size, "n_inputs": len(paths), "inputs_sha256": digest, **post}
+
+
+#: job.json key -> how the user changes it
+_JOB_OPTIONS = {"model": "--model", "weights_sha256": "--weights (file content)", "feature_layer": "--layer",
+                "num_features": "--model/--layer", "preprocessing": "--input-size (preprocessing)", "amp": "--amp",
+                "dtype": "--dtype", "max_pixels": "--max-pixels", "globs": "--glob", "shard_size": "--shard-size",
+                "n_inputs": "IMAGES (the input list)", "inputs_sha256": "IMAGES (the input list)",
+                "normalize": "--normalize", "whiten": "--whiten", "whiten_sample": "--whiten-sample",
+                "transform_from": "--transform-from"}
+
+
+#: keys that follow from the model: not reported again when the model itself changed
+_FROM_MODEL = ("feature_layer", "num_features", "preprocessing")
+
+
+def _short(key: str, value: Any) -> str:
+    if key in ("weights_sha256", "inputs_sha256") and isinstance(value, str):
+        return f"sha256 {value[:12]}"
+    if key == "preprocessing" and isinstance(value, dict):
+        if "input_size" in value:
+            return f"crop {value.get('input_size')}, resize {value.get('resize_size')} {value.get('interpolation')}"
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return "none" if value is None else str(value)
+
+
+def job_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """'model (--model: phash -> dhash), ...' for the keys that differ; '' when they match."""
+    parts, seen = [], set()
+    model_changed = old.get("model") != new.get("model")
+    for key in new:
+        if old.get(key) == new[key] or key == "job_schema" or (model_changed and key in _FROM_MODEL):
+            continue
+        label = _JOB_OPTIONS.get(key, key)
+        if label in seen:
+            continue
+        seen.add(label)
+        name = "input list" if key in ("n_inputs", "inputs_sha256") else key.removesuffix("_sha256")
+        parts.append(f"{name} ({label}: {_short(key, old.get(key))} -> {_short(key, new[key])})")
+    return ", ".join(parts)
+
+
+def is_extraction(out: Path) -> bool:
+    """An extraction written before output markers existed: a job.json or meta.json of the right schema."""
+    try:
+        if (out / "job.json").is_file():
+            job = read_json_object(out / "job.json", "job record")
+            return "model" in job and "inputs_sha256" in job
+        if (out / "meta.json").is_file():
+            return read_json_object(out / "meta.json", "feature metadata").get("schema") == SCHEMA
+    except UsageError:
+        return False
+    return False
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Give an OSError without a file name (ENOSPC from a write) the path being written, for the one-line error."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno or errno.EIO, exc.strerror or str(exc), str(path)) from exc
+        raise
 
 
 def _loader(ext: Any, paths: list[str], batch_size: int, workers: int, max_pixels: int) -> DataLoader:
@@ -112,6 +210,45 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
+def _check_arguments(batch_size: Any, shard_size: Any, dtype: Any, workers: Any, max_pixels: Any, whiten: Any,
+                     whiten_sample: Any, engine: Any, amp: Any) -> None:
+    """The CLI's click types, re-checked for API callers."""
+    def positive(x: Any, lo: int = 1) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= lo
+
+    for name, value, lo in (("--batch-size", batch_size, 1), ("--shard-size", shard_size, 1),
+                            ("--max-pixels", max_pixels, 1), ("--whiten-sample", whiten_sample, 2)):
+        if not positive(value, lo):
+            raise UsageError(f"{name} must be an integer >= {lo}, got {value!r}")
+    if workers is not None and not positive(workers, 0):
+        raise UsageError(f"--workers must be an integer >= 0, got {workers!r}")
+    if whiten is not None and not positive(whiten, 1):
+        raise UsageError(f"--whiten must be a positive integer, got {whiten!r}")
+    if dtype not in ("float32", "float16"):
+        raise UsageError(f"unknown --dtype {dtype!r}; use float32 or float16")
+    if engine not in ("auto", "torch", "onnx"):
+        raise UsageError(f"unknown --engine {engine!r}; use auto, torch or onnx")
+    if amp not in (None, "auto", "off", "fp16", "bf16"):
+        raise UsageError(f"unknown --amp {amp!r}; use auto, off, fp16 or bf16")
+
+
+def _check_postprocess(ext: Any, dtype: str, normalize: bool, whiten: int | None,
+                       transform_from: str | None) -> None:
+    """Refuse, before hours of extraction, what would only fail at the end (or be silently ignored)."""
+    if ext.metric == "hamming":
+        if normalize or whiten or transform_from:
+            raise UsageError("--normalize/--whiten/--transform-from apply to float features, not to hashes")
+        if dtype != "float32":
+            raise UsageError(f"--dtype {dtype} applies to float features; {ext.name} hashes are stored as packed bits")
+        return
+    if whiten is not None and whiten > ext.num_features:
+        raise UsageError(f"--whiten {whiten} exceeds the {ext.num_features} dimensions of {ext.name}")
+    if transform_from:
+        from neardup.extract.postprocess import load_from
+
+        load_from(transform_from).check(ext.num_features, f"--transform-from {transform_from}")
+
+
 def extract_features(src: str | os.PathLike, out: str | os.PathLike, model: str = "efficientnet_lite0", *,
                      weights: str | None = None, batch_size: int = 32, workers: int | None = None,
                      device: str | None = None, amp: str | None = None, shard_size: int = 10000,
@@ -119,10 +256,17 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, model: str 
                      input_size: int | None = None, engine: str = "auto", globs: tuple[str, ...] | list[str] = (),
                      normalize: bool = False, whiten: int | None = None, whiten_sample: int = 100_000,
                      transform_from: str | None = None, layer: str | None = None, compile: bool = False,
-                     show_progress: bool = True, extractor: Any = None) -> ExtractReport:
+                     show_progress: bool = True, extractor: Any = None,
+                     write_config: Callable[[Path], None] | None = None) -> ExtractReport:
     """Extract features of every image in ``src`` into the feature store ``out``.
 
-    A re-run with the same arguments resumes after the last committed shard.
+    A re-run with the same arguments resumes after the last committed shard; job.json records
+    everything that changes the features (model, digest of the weights file, preprocessing,
+    precision, dtype, max_pixels, globs, the input list...), and a re-run that changes any of them
+    is refused. ``out`` is claimed for ``neardup extract`` (see :mod:`neardup.outdir`): a folder
+    holding anything else is refused, ``overwrite`` removes only extract's own files, and the
+    folder stays locked until the run ends (``write_config(out)`` runs inside that lock, on rank 0:
+    the CLI saves config.yaml with it).
     ``normalize`` / ``whiten`` fit an L2 / PCA-whitening transform on a
     sample of ``whiten_sample`` features and store it (``transform.npz``);
     ``transform_from`` reuses the transform of another feature folder (for
@@ -132,48 +276,65 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, model: str 
     since both give the same features).
 
     Raises:
-        UsageError: bad input, unknown model, missing weights, or an existing
-            output made with a different model/preprocessing (unless ``overwrite``).
+        UsageError: bad input, unknown model, missing weights, an option the model cannot honour,
+            or an existing output made differently (unless ``overwrite``).
     """
-    if batch_size < 1 or shard_size < 1:
-        raise UsageError("--batch-size and --shard-size must be positive")
-    if dtype not in ("float32", "float16"):
-        raise UsageError(f"unknown --dtype {dtype!r}; use float32 or float16")
+    _check_arguments(batch_size, shard_size, dtype, workers, max_pixels, whiten, whiten_sample, engine, amp)
+    if extractor is None:
+        get_model_cfg(model)  # an unknown model name is reported before the input folder is walked
+    globs = tuple(globs)
     t0 = time.perf_counter()
-    paths, root, problems = collect_inputs(src, tuple(globs))
+    paths, root, problems = collect_inputs(src, globs)
     info = dist.init(device)  # before the model is built: pins each rank to its own GPU
     ext = extractor
     if ext is None:
         ext = create_extractor(model, weights=weights, device=device, amp=amp, input_size=input_size, layer=layer,
                                compile=compile or None)
         ext.engine = attach(ext, "torch" if compile else engine)
+    _check_postprocess(ext, dtype, normalize, whiten, transform_from)
     out = Path(out)
-    if (normalize or whiten or transform_from) and ext.metric == "hamming":
-        raise UsageError("--normalize/--whiten/--transform-from apply to float features, not to hashes")
-    job = _job_record(ext, paths, shard_size, dtype)
-    job["postprocess"] = {"normalize": normalize, "whiten": whiten, "whiten_sample": whiten_sample,
-                          "transform_from": str(transform_from) if transform_from else None}
-    # rank 0 validates and prepares the output; every rank learns the verdict (no one hangs on an error)
-    verdict = None
-    if info.is_main:
-        try:
-            _prepare_output(out, job, overwrite)
-        except UsageError as exc:
-            verdict = str(exc)
-    verdict = dist.broadcast_object(verdict)
-    if verdict:
-        raise UsageError(str(verdict))
+    post = {"normalize": normalize, "whiten": whiten, "whiten_sample": whiten_sample,
+            "transform_from": str(transform_from) if transform_from else None}
+    with ExitStack() as held:
+        # rank 0 claims, locks and prepares the output; every rank learns the verdict (no one hangs on an error)
+        verdict, error = None, None
+        if info.is_main:
+            try:
+                with _naming(out):  # a full disk while the folder is marked still names it
+                    own = held.enter_context(claim_out_dir(out, "extract", overwrite=overwrite, owned=OWNED,
+                                                           recognise=is_extraction))
+                    remove_stale_tmp(out / "shards")
+                job = _job_record(ext, paths, shard_size, dtype, max_pixels, globs, post)
+                _prepare_output(out, job, own)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after the other ranks are told
+                verdict, error = f"{exc}" or type(exc).__name__, exc
+        verdict = dist.broadcast_object(verdict)
+        if error is not None:
+            raise error
+        if verdict:
+            raise UsageError(str(verdict))
+        if not info.is_main:
+            held.enter_context(claim_out_dir(out, "extract", owned=OWNED, recognise=is_extraction, lock=False))
+        return _run(ext, paths, root, problems, out, info, src=src, t0=t0, batch_size=batch_size, workers=workers,
+                    shard_size=shard_size, dtype=dtype, max_pixels=max_pixels, post=post,
+                    show_progress=show_progress, write_config=write_config)
 
+
+def _run(ext: Any, paths: list[str], root: str, problems: list[dict[str, str]], out: Path, info: dist.DistInfo, *,
+         src: str | os.PathLike, t0: float, batch_size: int, workers: int | None, shard_size: int, dtype: str,
+         max_pixels: int, post: dict[str, Any], show_progress: bool,
+         write_config: Callable[[Path], None] | None) -> ExtractReport:
+    """Compute this rank's uncommitted shards, then (rank 0) the transform and meta.json."""
     n_shards = max(1, -(-len(paths) // shard_size))
+    np_dtype = np.dtype(np.uint8) if ext.dtype == np.uint8 else np.dtype(dtype)
+    width = ext.num_features // 8 if ext.metric == "hamming" else ext.num_features
     mine = [i for i in range(n_shards) if i % info.world_size == info.rank]  # stable shard assignment
-    done = {i for i in mine if committed_shard(out, i) is not None}
+    done = {i for i in mine if committed_shard(out, i, width, np_dtype) is not None}
     todo = [i for i in mine if i not in done]
     todo_idx = [j for i in todo for j in range(i * shard_size, min(len(paths), (i + 1) * shard_size))]
     my_total = sum(min(len(paths), (i + 1) * shard_size) - i * shard_size for i in mine)
     workers = default_workers() if workers is None else workers
     loader = _loader(ext, [paths[j] for j in todo_idx], batch_size, workers, max_pixels)
-    np_dtype = np.uint8 if ext.dtype == np.uint8 else np.dtype(dtype)
-    width = ext.num_features // 8 if ext.metric == "hamming" else ext.num_features
     pending: dict[int, dict[str, Any]] = {i: {"feats": {}, "bad": {}} for i in todo}
     rank_tag = f" [rank {info.rank}/{info.world_size}]" if info.enabled else ""
     bar = progress(total=my_total, initial=my_total - len(todo_idx), desc=f"extract {ext.name}{rank_tag}", unit="img",
@@ -185,7 +346,8 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, model: str 
         keep = [j for j in range(lo, hi) if j in rec["feats"]]
         feats = np.stack([rec["feats"][j] for j in keep]).astype(np_dtype) if keep else np.zeros((0, width), np_dtype)
         skipped = [{"path": paths[j], "reason": rec["bad"][j]} for j in range(lo, hi) if j in rec["bad"]]
-        write_shard(out, i, feats, [paths[j] for j in keep], skipped)
+        with _naming(out / "shards" / f"{shard_name(i)}.npy"):
+            write_shard(out, i, feats, [paths[j] for j in keep], skipped)
 
     try:
         for local_idx, batch, bad in loader:
@@ -193,7 +355,7 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, model: str 
                 feats = ext.encode(batch)
                 if feats.dtype.kind == "f" and not np.all(np.isfinite(feats)):
                     raise UsageError(f"non-finite features from {ext.name}; check --amp and the weights")
-                for k, f in zip(local_idx, feats):
+                for k, f in zip(local_idx, feats, strict=True):
                     j = todo_idx[k]
                     pending[j // shard_size]["feats"][j] = f
             for k, reason in bad:
@@ -213,34 +375,41 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, model: str 
     verdict = None
     if info.is_main:
         try:
-            post = _fit_postprocess(out, n_shards, normalize, whiten, whiten_sample, transform_from)
-            _write_meta(out, ext, paths, root, problems, n_shards, shard_size, np.dtype(np_dtype), post)
+            fitted = _fit_postprocess(out, n_shards, post["normalize"], post["whiten"], post["whiten_sample"],
+                                      post["transform_from"])
+            _write_meta(out, ext, paths, root, problems, n_shards, shard_size, np_dtype, fitted)
         except UsageError as exc:
             verdict = str(exc)
     verdict = dist.broadcast_object(verdict)
     if verdict:
         raise UsageError(f"{verdict} in {src}")
+    if info.is_main and write_config is not None:
+        with _naming(out / "config.yaml"):
+            write_config(out)
     dist.barrier()  # meta.json exists for everyone
-    meta = json.loads((out / "meta.json").read_text("utf-8"))
+    meta = read_json_object(out / "meta.json", "feature metadata", ("count", "skipped"))
     return ExtractReport(str(out), ext.name, meta["count"], meta["skipped"], time.perf_counter() - t0, len(done),
                          problems)
 
 
-def _prepare_output(out: Path, job: dict[str, Any], overwrite: bool) -> None:
-    """Clear (``overwrite``) or check an existing output, then record the job."""
-    if overwrite and out.exists():
-        for name in ("meta.json", "job.json"):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "shards", ignore_errors=True)
-    if (out / "job.json").is_file():
-        old = json.loads((out / "job.json").read_text("utf-8"))
-        if old != job:
-            diff = sorted(k for k in job if old.get(k) != job[k])
-            raise UsageError(f"{out} holds an extraction with a different {', '.join(diff)}; "
-                             f"use --overwrite to start over or choose another --out")
-    elif out.exists() and any(out.iterdir()):
-        raise UsageError(f"{out} exists and is not a neardup extraction; use --overwrite or another --out")
-    atomic_write_json(out / "job.json", job)
+def _prepare_output(out: Path, job: dict[str, Any], own: bool) -> None:
+    """Check that a resumed output was made the same way, then record the job (rank 0, under the lock)."""
+    record = out / "job.json"
+    if own and record.is_file():
+        old = read_json_object(record, "job record")
+        if old.get("job_schema") != JOB_SCHEMA:
+            raise UsageError(f"{out} holds an extraction started by an older neardup, which did not record the "
+                             f"weights and options it used: it cannot be resumed safely; use a new --out, or "
+                             f"--overwrite to start over")
+        diff = job_difference(old, job)
+        if diff:
+            raise UsageError(f"{out} holds an extraction with a different {diff}; use a new --out, or --overwrite "
+                             f"to start over")
+    elif (out / "shards").exists() and any((out / "shards").iterdir()):
+        raise UsageError(f"{out} holds shards but no job.json (a damaged extraction): it cannot be resumed safely; "
+                         f"use a new --out, or --overwrite to start over")
+    with _naming(record):
+        atomic_write_json(record, job)
 
 
 def _fit_postprocess(out: Path, n_shards: int, normalize: bool, whiten: int | None, whiten_sample: int,
@@ -256,14 +425,16 @@ def _fit_postprocess(out: Path, n_shards: int, normalize: bool, whiten: int | No
         tf = fit_transform(sample_rows(arrays, whiten_sample), l2=True, whiten_dim=whiten)
     else:
         return None
-    tf.save(out / FILE)
+    with _naming(out / FILE):
+        tf.save(out / FILE)
     return {**tf.describe(), "fitted_on": str(transform_from) if transform_from else "this folder"}
 
 
 def _write_meta(out: Path, ext: Any, paths: list[str], root: str, problems: list[dict[str, str]], n_shards: int,
                 shard_size: int, np_dtype: np.dtype, post: dict[str, Any] | None = None) -> None:
     """Merge the committed shards' records into meta.json (rank 0 only)."""
-    records = [committed_shard(out, i) for i in range(n_shards)]
+    width = ext.num_features // 8 if ext.metric == "hamming" else ext.num_features
+    records = [committed_shard(out, i, width, np_dtype) for i in range(n_shards)]
     missing = [shard_name(i) for i, r in enumerate(records) if r is None]
     if missing:  # pragma: no cover - a bug, or another process deleting shards
         raise RuntimeError(f"shards not committed: {missing}")
@@ -278,7 +449,8 @@ def _write_meta(out: Path, ext: Any, paths: list[str], root: str, problems: list
             "shard_size": shard_size, "skipped": skipped, "input_problems": problems, "transform": post,
             "output_dim": post["whiten_dim"] if post and post.get("whiten_dim") else desc["num_features"],
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    atomic_write_json(out / "meta.json", meta)
+    with _naming(out / "meta.json"):
+        atomic_write_json(out / "meta.json", meta)
 
 
 def encode_paths(ext: Any, paths: list[str], batch_size: int = 32, workers: int | None = None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,11 +64,31 @@ class FeatureTransform:
         atomic_write(path, lambda f: np.savez(f, **arrays))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "FeatureTransform":
-        with np.load(path, allow_pickle=False) as z:
-            if "components" in z:
-                return cls(bool(z["l2"]), z["mean"], z["components"], z["scale"])
-            return cls(bool(z["l2"]))
+    def load(cls, path: str | os.PathLike) -> FeatureTransform:
+        """The stored transform; UsageError naming ``path`` if it is not a readable transform file."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "components" in z:
+                    tf = cls(bool(z["l2"]), z["mean"], z["components"], z["scale"])
+                else:
+                    tf = cls(bool(z["l2"]))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise UsageError(f"damaged feature folder: cannot read the transform {path} "
+                             f"({type(exc).__name__}: {exc})") from None
+        return tf
+
+    def check(self, in_dim: int, where: str) -> None:
+        """UsageError unless the arrays fit ``in_dim``-d features and are finite floats."""
+        if not self.whiten:
+            return
+        arrays = (self.mean, self.components, self.scale)
+        k = self.components.shape[0] if self.components.ndim == 2 else -1
+        if (any(a.dtype.kind != "f" for a in arrays) or self.mean.shape != (in_dim,)
+                or self.components.shape != (k, in_dim) or self.scale.shape != (k,) or k < 1):
+            raise UsageError(f"{where}: the transform does not fit {in_dim}-d features (mean {self.mean.shape}, "
+                             f"components {self.components.shape}, scale {self.scale.shape})")
+        if not all(np.isfinite(a).all() for a in arrays):
+            raise UsageError(f"{where}: the transform holds NaN or infinite values")
 
     def digest(self) -> str:
         h = hashlib.sha256(str(self.l2).encode())
@@ -81,7 +102,8 @@ class FeatureTransform:
                 "digest": self.digest()}
 
 
-def fit_transform(sample: np.ndarray, l2: bool = True, whiten_dim: int | None = None, eps: float = 1e-6) -> FeatureTransform:
+def fit_transform(sample: np.ndarray, l2: bool = True, whiten_dim: int | None = None,
+                  eps: float = 1e-6) -> FeatureTransform:
     """Fit on a (n, D) sample: L2 and, with ``whiten_dim``, PCA whitening to that many dimensions.
 
     Raises:

@@ -8,9 +8,11 @@ never runs with silently missing weights.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 
@@ -67,7 +69,7 @@ def map_in_order(model_sd: Mapping[str, torch.Tensor], src: Mapping[str, torch.T
     if len(model_sd) != len(src):
         raise UsageError(f"weights {source}: {len(src)} tensors, model expects {len(model_sd)}")
     out = {}
-    for (k_model, v_model), (k_src, v_src) in zip(model_sd.items(), src.items()):
+    for (k_model, v_model), (k_src, v_src) in zip(model_sd.items(), src.items(), strict=True):
         if tuple(v_model.shape) != tuple(v_src.shape):
             raise UsageError(f"weights {source}: {k_src} {tuple(v_src.shape)} does not fit "
                              f"{k_model} {tuple(v_model.shape)}")
@@ -86,3 +88,49 @@ def find_in_hub_cache(filenames: list[str]) -> Path | None:
         if (d / name).is_file():
             return d / name
     return None
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _digest_cache_file() -> Path:
+    return Path(os.environ.get("NEARDUP_CACHE", Path.home() / ".cache" / "neardup")) / "weights-sha256.json"
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a weights file, streamed; cached by (real path, size, mtime) in memory and in the neardup cache.
+
+    Why: a resumed extraction must use the very same weights, and hashing a multi-GB checkpoint on
+    every run would cost seconds. A file rewritten in place gets a new mtime, so a stale digest is never used.
+    """
+    from neardup.io_utils import atomic_write_json, read_json
+
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        raise UsageError(f"weights file not found: {path}") from None
+    key = (real, st.st_size, st.st_mtime_ns)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    cache_file = _digest_cache_file()
+    try:
+        cache = read_json(cache_file, "digest cache") if cache_file.is_file() else {}
+    except (UsageError, OSError):
+        cache = {}
+    cache = cache if isinstance(cache, dict) else {}
+    hit = cache.get(real)
+    if isinstance(hit, dict) and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns \
+            and isinstance(hit.get("sha256"), str):
+        _DIGESTS[key] = hit["sha256"]
+        return hit["sha256"]
+    h = hashlib.sha256()
+    with open(real, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    _DIGESTS[key] = digest = h.hexdigest()
+    if st.st_size >= 16 << 20:  # only big files are worth a disk cache entry
+        cache[real] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+        with contextlib.suppress(OSError):  # a read-only cache: the digest is still right, just not remembered
+            atomic_write_json(cache_file, cache)
+    return digest

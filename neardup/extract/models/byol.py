@@ -21,7 +21,8 @@ Accepted ``--weights``:
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -54,9 +55,9 @@ def to_torchvision_layout(sd: Mapping[str, Any]) -> dict[str, Any]:
 def load_byol(model: WideResNet, path: str) -> None:
     """Load a BYOL ``.pkl`` (Haiku) or a torchvision-layout file into ``model``, every key and shape checked."""
     if path.endswith(".pkl"):
-        from neardup.extract.convert import byol_haiku_to_torchvision, read_haiku_pickle
+        from neardup.extract.convert import byol_from_pickle
 
-        sd = byol_haiku_to_torchvision(read_haiku_pickle(path))
+        sd = byol_from_pickle(path)
     else:
         ckpt = read_checkpoint(path)
         sd = ckpt["state_dict"] if isinstance(ckpt.get("state_dict"), Mapping) else ckpt
@@ -78,9 +79,11 @@ def _register(width: int) -> None:
     @register_model(cfg)
     def build(cfg: ModelCfg, weights: str | None = None, pretrained: bool = True, **kw: Any) -> TorchExtractor:
         model = empty_model(lambda: WideResNet(DEPTHS[50], width, same=True))
+        path = None
         if pretrained:  # pretrained=False: architecture only, for a fine-tuned state dict loaded next
-            load_byol(model, require_weights(name, weights, files, "Haiku .pkl or torchvision layout"))  # type: ignore[arg-type]
-        return TorchExtractor(cfg, model, **kw)
+            path = require_weights(name, weights, files, "Haiku .pkl or torchvision layout")
+            load_byol(model, path)
+        return TorchExtractor(cfg, model, weights_path=path, **kw)
 
 
 for _w in (1, 2):

@@ -62,4 +62,6 @@ def build_tf_efficientnet_lite0(weights: str | Path | None = None, pretrained: b
     feature_layer="global average pool after the 1280-channel head conv (pre-logits)",
     paper="Tan & Le, EfficientNet, ICML 2019 (Lite variant, TensorFlow 2020)", license="Apache-2.0"))
 def efficientnet_lite0(cfg: ModelCfg, weights: str | None = None, pretrained: bool = True, **kw: Any) -> TorchExtractor:
-    return TorchExtractor(cfg, PooledFeatures(build_tf_efficientnet_lite0(weights, pretrained)), **kw)
+    path = (str(weights) if weights else str(bundled_weights())) if pretrained else None
+    return TorchExtractor(cfg, PooledFeatures(build_tf_efficientnet_lite0(weights, pretrained)), weights_path=path,
+                          **kw)

@@ -29,8 +29,9 @@ there, which shifts windows by a pixel). Inputs are RGB in [0, 1], not normalise
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -191,7 +192,7 @@ class ResNet(nn.Module):
         super().__init__()
         ops: list[nn.Module] = [Stem(sk_ratio, width)]
         cin = 64 * width
-        for i, (n, stride) in enumerate(zip(layers, (1, 2, 2, 2))):
+        for i, (n, stride) in enumerate(zip(layers, (1, 2, 2, 2), strict=False)):
             ops.append(Blocks(n, cin, 64 * width * 2 ** i, stride, sk_ratio))
             cin = ops[-1].channels_out  # type: ignore[assignment]
         self.channels_out = cin
@@ -297,7 +298,7 @@ class WideResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = MaxPoolSame(3, 2)
         cin = c
-        for i, (n, stride) in enumerate(zip(layers, (1, 2, 2, 2))):
+        for i, (n, stride) in enumerate(zip(layers, (1, 2, 2, 2), strict=False)):
             planes = c * 2 ** i
             down = nn.Sequential(nn.Conv2d(cin, planes * 4, 1, stride, bias=False),
                                  nn.BatchNorm2d(planes * 4, eps=BN_EPS))
@@ -425,12 +426,14 @@ def _register_v2(name: str, depth: int, width: int, sk: int) -> None:
               **kw: Any) -> TorchExtractor:
         layer = layer or "backbone"
         model = empty_model(lambda: build_v2(depth, width, sk, layer))
+        path = None
         if pretrained:  # pretrained=False: architecture only, for a fine-tuned state dict loaded next
-            load_simclr_v2(model, require_weights(name, weights, [fname], "Separius layout"))  # type: ignore[arg-type]
+            path = require_weights(name, weights, [fname], "Separius layout")
+            load_simclr_v2(model, path)
         if layer != "backbone":
             dim = 128 if layer == "head2" else model.resnet.channels_out
             cfg = replace(cfg, num_features=dim, feature_layer=f"projection head {layer}")
-        return TorchExtractor(cfg, model, **kw)
+        return TorchExtractor(cfg, model, weights_path=path, **kw)
 
 
 def _register_v1(name: str, width: int) -> None:
@@ -446,9 +449,11 @@ def _register_v1(name: str, width: int) -> None:
     @register_model(cfg)
     def build(cfg: ModelCfg, weights: str | None = None, pretrained: bool = True, **kw: Any) -> TorchExtractor:
         model = empty_model(lambda: WideResNet(DEPTHS[50], width))
+        path = None
         if pretrained:
-            load_wide_resnet(model, require_weights(name, weights, [fname], "tonylins layout"))  # type: ignore[arg-type]
-        return TorchExtractor(cfg, model, **kw)
+            path = require_weights(name, weights, [fname], "tonylins layout")
+            load_wide_resnet(model, path)
+        return TorchExtractor(cfg, model, weights_path=path, **kw)
 
 
 for _name, (_d, _w, _sk) in V2_MODELS.items():

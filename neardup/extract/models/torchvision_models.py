@@ -6,7 +6,8 @@ fails at once with a message saying where to put the file.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -70,7 +71,7 @@ def _register_resnet(name: str, dim: int) -> None:
         import torchvision.models as tvm
 
         path = resolve_weights(name, weights) if pretrained else None
-        return TorchExtractor(cfg, build_classifier_backbone(getattr(tvm, name), path), **kw)
+        return TorchExtractor(cfg, build_classifier_backbone(getattr(tvm, name), path), weights_path=path, **kw)
 
 
 for _name in HUB_FILES:
@@ -82,14 +83,17 @@ for _name in HUB_FILES:
 # Crop/resize/interpolation are those of each weight enum's ``transforms`` (the first file's weights);
 # tests/extract/test_zoo_torchvision.py checks them against torchvision.
 EXTRA = {
-    "wide_resnet50_2": (2048, 224, 232, "bilinear", "fc", ["wide_resnet50_2-9ba9bcbe.pth", "wide_resnet50_2-95faca4d.pth"], {}),
-    "wide_resnet101_2": (2048, 224, 232, "bilinear", "fc", ["wide_resnet101_2-d733dc28.pth", "wide_resnet101_2-32ee1156.pth"], {}),
+    "wide_resnet50_2": (2048, 224, 232, "bilinear", "fc",
+                        ["wide_resnet50_2-9ba9bcbe.pth", "wide_resnet50_2-95faca4d.pth"], {}),
+    "wide_resnet101_2": (2048, 224, 232, "bilinear", "fc",
+                         ["wide_resnet101_2-d733dc28.pth", "wide_resnet101_2-32ee1156.pth"], {}),
     # Google's weights expect [-1, 1] inputs: torchvision sets transform_input=True for them, which maps
     # ImageNet-normalised inputs there inside the network; aux_logits=True so the file's AuxLogits load.
     "inception_v3": (2048, 299, 342, "bilinear", "fc", ["inception_v3_google-0cc3c7bd.pth"],
                      {"aux_logits": True, "transform_input": True, "init_weights": False}),
     "efficientnet_b0": (1280, 224, 256, "bicubic", "classifier", ["efficientnet_b0_rwightman-7f5810bc.pth"], {}),
-    "efficientnet_b1": (1280, 240, 256, "bicubic", "classifier", ["efficientnet_b1_rwightman-bac287d4.pth", "efficientnet_b1-c27df63c.pth"], {}),
+    "efficientnet_b1": (1280, 240, 256, "bicubic", "classifier",
+                        ["efficientnet_b1_rwightman-bac287d4.pth", "efficientnet_b1-c27df63c.pth"], {}),
     "efficientnet_b2": (1408, 288, 288, "bicubic", "classifier", ["efficientnet_b2_rwightman-c35c1473.pth"], {}),
     "efficientnet_b3": (1536, 300, 320, "bicubic", "classifier", ["efficientnet_b3_rwightman-b3899882.pth"], {}),
     "efficientnet_b4": (1792, 380, 384, "bicubic", "classifier", ["efficientnet_b4_rwightman-23ab8bcd.pth"], {}),
@@ -98,6 +102,9 @@ EXTRA = {
     "efficientnet_b7": (2560, 600, 600, "bicubic", "classifier", ["efficientnet_b7_lukemelas-c5b4e57e.pth"], {}),
     "vit_b_16": (768, 224, 256, "bilinear", "heads", ["vit_b_16-c867db91.pth"], {}),
 }
+# crops the networks cannot leave: ViT's position embeddings are for 14x14 patches of 16 pixels, and
+# Inception v3's valid convolutions need at least 75 pixels
+SIZE_LIMITS: dict[str, dict[str, int]] = {"vit_b_16": {"fixed_input_size": 224}, "inception_v3": {"min_input_size": 75}}
 PAPERS = {
     "wide": "Zagoruyko & Komodakis, Wide Residual Networks, BMVC 2016",
     "inception": "Szegedy et al., Rethinking the Inception Architecture for Computer Vision, CVPR 2016",
@@ -121,7 +128,7 @@ def _register_extra(name: str) -> None:
                    interpolation=interp, weights_format="torchvision state dict (.pth)",
                    weights_hint=f"--weights FILE or {files[0]} in torch's hub cache",
                    feature_layer=feature_layer, paper=paper, license="BSD-3-Clause (torchvision)",
-                   extra={"files": files})
+                   extra={"files": files, **SIZE_LIMITS.get(name, {})})
 
     @register_model(cfg)
     def build(cfg: ModelCfg, weights: str | None = None, pretrained: bool = True, **kw: Any) -> TorchExtractor:
@@ -129,7 +136,7 @@ def _register_extra(name: str) -> None:
 
         path = resolve_weights(name, weights) if pretrained else None
         net = build_classifier_backbone(getattr(tvm, name), path, head, **arch_kw)
-        return TorchExtractor(cfg, net, **kw)
+        return TorchExtractor(cfg, net, weights_path=path, **kw)
 
 
 for _name in EXTRA:
