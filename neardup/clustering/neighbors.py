@@ -13,6 +13,7 @@ would be 5 GB.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -150,20 +151,18 @@ def knn_graph(X: np.ndarray, k: int, metric: str, index: str = "flat", project: 
     if hasattr(idx, "hnsw"):
         idx.hnsw.efSearch = max(ef_search, k)
     elif index != "flat":
-        try:
+        with contextlib.suppress(RuntimeError):
             faiss.ParameterSpace().set_index_parameter(idx, "nprobe", 16)
-        except RuntimeError:
-            pass
     k = min(k, len(X))
     D = np.empty((len(X), k), dtype=np.float32)
-    I = np.empty((len(X), k), dtype=np.int64)
+    ids = np.empty((len(X), k), dtype=np.int64)
     with progress(len(X), "k-NN", "vec", disable=not show_progress) as bar:
         for start, stop in blocks(len(X)):
             d, i = idx.search(project(X[start:stop]), k)
             D[start:stop] = np.where(i >= 0, to_metric(d, metric), np.inf)
-            I[start:stop] = i
+            ids[start:stop] = i
             bar.update(stop - start)
-    return D, I
+    return D, ids
 
 
 def radius_graph(X: np.ndarray, radius: float, metric: str, show_progress: bool = False) -> sparse.csr_matrix:

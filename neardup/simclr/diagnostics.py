@@ -108,6 +108,24 @@ def run_config(run_dir: str | Path) -> dict[str, Any]:
     return cfg
 
 
+def _check_export(path: str) -> None:
+    """Refuse early a --checkpoint that is not an encoder exported by finetune (read with weights_only=True)."""
+    from neardup.extract.weights import read_checkpoint
+    from neardup.simclr.model import EXPORT_FORMAT
+
+    if not Path(path).is_file():
+        raise UsageError(f"--checkpoint not found: {path}")
+    try:
+        blob = read_checkpoint(path)
+    except UsageError as exc:
+        raise UsageError(f"--checkpoint {path}: {exc}") from None
+    if blob.get("format") != EXPORT_FORMAT or not isinstance(blob.get("state_dict"), dict) \
+            or not isinstance(blob.get("base_model"), str):
+        hint = " (a run's checkpoint.pt holds training state: use best.pt, last.pt or encoders/epoch_*.pt)" \
+            if "encoder" in blob and "optimizer" in blob else ""
+        raise UsageError(f"--checkpoint {path} is not an encoder exported by neardup finetune{hint}")
+
+
 def _load_checkpoint_encoder(path: str) -> tuple[Any, Any]:
     """An encoder exported by finetune (best.pt, last.pt, encoders/epoch_*.pt), or one UsageError line."""
     from neardup.extract.registry import create_extractor
@@ -147,9 +165,8 @@ def evaluate_run(run_dir: str, checkpoints: list[str], val_queries: str | None, 
     cfg = run_config(run)
     out_dir = Path(out) if out else run / "evaluation"
     check_out_dir(out_dir, "evaluate-finetuning", overwrite=overwrite, owned=OWNED, recognise=_legacy_evaluation)
-    for c in checkpoints:
-        if not Path(c).is_file():
-            raise UsageError(f"--checkpoint not found: {c}")
+    for c in checkpoints:  # all of them before any (slow) evaluation
+        _check_export(c)
     val_queries = val_queries or cfg.get("val_queries")
     val_database = val_database or cfg.get("val_database")
     val_distractors = val_distractors or cfg.get("val_distractors") or []

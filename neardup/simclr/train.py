@@ -29,7 +29,7 @@ from neardup.data.generate import load_attack_config
 from neardup.errors import UsageError
 from neardup.extract.pipeline import collect_inputs, default_workers
 from neardup.io_utils import atomic_write, atomic_write_json, atomic_write_text
-from neardup.outdir import check_out_dir, claim_out_dir
+from neardup.outdir import claim_out_dir, owner
 from neardup.progress import progress
 from neardup.simclr.loss import ContrastiveObjective
 from neardup.simclr.model import SimCLRModel, export_encoder, freeze_batchnorm, freeze_stages, load_encoder
@@ -389,9 +389,13 @@ def _open_run(stack: ExitStack, cfg: FinetuneConfig, given: set[str] | frozenset
               ) -> tuple[FinetuneConfig, dict[str, Any] | None]:
     """Main process: claim --out (lock held by ``stack``), check --resume, write config.yaml for a new run."""
     out = Path(cfg.out)
-    if cfg.resume and not check_out_dir(out, "finetune", overwrite=False, owned=OWNED, recognise=_is_legacy_run):
-        raise UsageError(f"--resume: {out} is not a neardup finetune run folder"
-                         if out.is_dir() else f"--resume: {out} does not exist")
+    if cfg.resume:
+        if not out.is_dir():
+            raise UsageError(f"--resume: {out} does not exist" if not out.exists() else f"--resume: {out} is a file")
+        who = owner(out)
+        if who != "finetune" and not (who is None and _is_legacy_run(out)):
+            held = f" (it holds the output of `neardup {who}`)" if who else ""
+            raise UsageError(f"--resume: {out} is not a neardup finetune run folder{held}")
     own = stack.enter_context(claim_out_dir(out, "finetune", overwrite=cfg.overwrite, owned=OWNED,
                                             recognise=_is_legacy_run))
     if not cfg.resume:
@@ -444,10 +448,10 @@ def finetune(cfg: FinetuneConfig, show_progress: bool = True,
         if info.is_main:
             try:
                 cfg, state = _open_run(stack, cfg, given)
-            except UsageError as exc:
+            except Exception as exc:  # any failure: the other ranks must not wait for a verdict forever
                 error = exc
         # the other ranks wait for the main process' verdict, so a refused folder stops every rank
-        message = dist.broadcast_object(None if error is None else str(error))
+        message = dist.broadcast_object(None if error is None else (str(error) or type(error).__name__))
         if error is not None:
             raise error
         if message is not None:
