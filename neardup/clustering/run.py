@@ -154,7 +154,11 @@ def assignments_csv(paths: list[str], labels: np.ndarray) -> str:
 
 def write_outputs(out_dir: str | Path, result: ClusterResult, labels: list[np.ndarray], paths: list[str],
                   centroids: np.ndarray | None = None, per_setting: bool = False) -> list[Path]:
-    """Write assignments.csv (best setting), metrics.json, centroids.npy and optional sweep/*.csv."""
+    """Write assignments.csv (best setting), metrics.json, centroids.npy and optional sweep/*.csv.
+
+    The caller owns ``out_dir`` first: ``neardup.outdir.claim_out_dir(out_dir, "cluster", owned=OWNED)``, as the
+    CLI does, so a folder of someone else's files is never written into.
+    """
     out = Path(out_dir)
     written = [out / "assignments.csv", out / "metrics.json"]
     atomic_write_text(written[0], assignments_csv(paths, labels[result.best]))

@@ -375,6 +375,12 @@ def _trim_log(path: Path, last_epoch: int) -> None:
     atomic_write_text(path, "".join(f"{x}\n" for x in keep))
 
 
+def run_settings(cfg: FinetuneConfig) -> dict[str, Any]:
+    """The run's settings as recorded in config.yaml and the checkpoint: all but how this invocation treats --out
+    (resume, overwrite), so a saved config.yaml fed back with --config never carries them over."""
+    return {k: v for k, v in asdict(cfg).items() if k not in ("resume", "overwrite")}
+
+
 def _write_config(out: Path, cfg: FinetuneConfig) -> None:
     """config.yaml, once per run, in the layout every command writes (``--config`` reads it back)."""
     import yaml
@@ -382,7 +388,7 @@ def _write_config(out: Path, cfg: FinetuneConfig) -> None:
     from neardup import __version__
 
     atomic_write_text(out / "config.yaml", yaml.safe_dump(
-        {"command": "finetune", "neardup_version": __version__, **asdict(cfg)}, sort_keys=False))
+        {"command": "finetune", "neardup_version": __version__, **run_settings(cfg)}, sort_keys=False))
 
 
 def _open_run(stack: ExitStack, cfg: FinetuneConfig, given: set[str] | frozenset[str] | None
@@ -607,7 +613,7 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo, state: dict[str, Any] | Non
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(), "rng": _rng_state(), "epoch": epoch, "step": step,
                     "best": best or {}, "best_epoch": best_epoch, "history": json.dumps(history),
-                    "config": json.dumps(asdict(cfg))})
+                    "config": json.dumps(run_settings(cfg))})
             dist.barrier()
             if cfg.max_steps and step >= cfg.max_steps:
                 break

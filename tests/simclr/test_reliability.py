@@ -84,6 +84,9 @@ def test_resume_takes_the_runs_options(run_copy):
     # only --resume: lr, epochs, batch size... come from the checkpoint, so nothing changes and nothing is retrained
     res = invoke("finetune", imgs, "--out", run, "--resume")
     assert res.output.startswith("4 steps")
+    # the run's own config.yaml fed back (it records no resume/overwrite, and its --out is overridden)
+    assert "resume" not in yaml.safe_load((run / "config.yaml").read_text())
+    invoke("finetune", imgs, "--out", run, "--resume", "--config", run / "config.yaml")
     # the same options again, and ones that may differ (they do not change the weights)
     invoke("finetune", imgs, "--out", run, "--resume", *ARGS, "--workers", "1", "--val-every", "3", "--max-steps", "9",
            "--no-channels-last", "--device", "cpu")
