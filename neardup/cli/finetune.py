@@ -39,8 +39,8 @@ HELP = {
     "val_every": "Validate every N epochs.", "val_max_queries": "Validate on a fixed random subset (0 = all).",
     "keep_encoders": "Export the encoder at each validated epoch (for evaluate-finetuning).",
     "resume": "Continue the run in --out from its last checkpoint, with the run's options: those not given are "
-              "taken from it, and those that would change the result (all but the ones marked 'may differ on "
-              "--resume') must equal it.",
+              "taken from the checkpoint, and those that would change the training must equal it (all but {safe}, "
+              "which may differ).",
     "overwrite": "Replace the run in --out (only the files a run writes are removed), or write beside the files "
                  "of a non-empty folder that holds no run.",
     "max_steps": "Stop after this many optimizer steps (0 = no limit); for smoke tests.",
@@ -65,8 +65,12 @@ def _type(f: dataclasses.Field, base: type) -> Any:
 
 def _help(f: dataclasses.Field) -> str:
     text = HELP.get(f.name, "")
+    if f.name == "resume":
+        safe = [g.name for g in dataclasses.fields(FinetuneConfig)
+                if g.metadata.get("resume_safe") and g.name not in ("resume", "overwrite")]
+        text = text.format(safe=", ".join("--" + n.replace("_", "-") for n in safe))
     if f.metadata.get("resume_safe") and f.name not in ("resume", "overwrite"):
-        text += " May differ on --resume (it does not change the trained weights)."
+        text += " May differ on --resume."
     return text
 
 

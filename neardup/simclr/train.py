@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -107,7 +108,7 @@ class FinetuneConfig:
     temperature: float = _opt(0.1, 0, 10, lo_open=True)
     koleo: float = _opt(0.0, 0)
     head_layers: int = _opt(2, 2, 3)
-    proj_dim: int = _opt(128, 1)
+    proj_dim: int = _opt(128, 1, 65536)
     freeze_bn: bool = True
     freeze_stages: int = _opt(3, 0)  # stem + this many stages get no gradient (0 = train everything)
     sync_bn: bool = False
@@ -130,6 +131,14 @@ class FinetuneConfig:
     resume: bool = _opt(False, resume_safe=True)
     overwrite: bool = _opt(False, resume_safe=True)  # replace the run in --out (its own files only)
     max_steps: int = _opt(0, 0, resume_safe=True)  # stop after this many optimizer steps (0 = no limit)
+
+    def __post_init__(self) -> None:
+        # paths may be given as Path objects; the run records them as text (config.yaml, checkpoint)
+        for name in ("images", "out", "weights", "attacks", "val_queries", "val_database"):
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
+        if isinstance(self.val_distractors, (list, tuple)):
+            self.val_distractors = [os.fspath(d) if isinstance(d, os.PathLike) else d for d in self.val_distractors]
 
     def validate(self) -> None:
         """Refuse any value out of its field's range or choices (nan/inf included), with one line."""
@@ -280,7 +289,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"--resume: no {CHECKPOINT} in {path.parent} (the run stopped before its first epoch "
-                         f"ended: start it again with --overwrite)")
+                         f"ended: start it again without --resume)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip: RuntimeError; foreign pickle: UnpicklingError; garbage: EOFError...
@@ -381,6 +390,16 @@ def run_settings(cfg: FinetuneConfig) -> dict[str, Any]:
     return {k: v for k, v in asdict(cfg).items() if k not in ("resume", "overwrite")}
 
 
+def _remove(out: Path, names: tuple[str, ...]) -> None:
+    """Remove these entries of ``out`` (files or folders); called with the folder's lock held."""
+    for name in names:
+        p = out / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+
+
 def _write_config(out: Path, cfg: FinetuneConfig) -> None:
     """config.yaml, once per run, in the layout every command writes (``--config`` reads it back)."""
     import yaml
@@ -405,9 +424,11 @@ def _open_run(stack: ExitStack, cfg: FinetuneConfig, given: set[str] | frozenset
     own = stack.enter_context(claim_out_dir(out, "finetune", overwrite=cfg.overwrite, owned=OWNED,
                                             recognise=_is_legacy_run))
     if not cfg.resume:
-        if own:
+        if own and (out / CHECKPOINT).exists():
             raise UsageError(f"--out {out} already holds a finetune run; pass --resume to continue it, --overwrite "
                              f"to replace it, or choose another --out")
+        if own:  # a run that stopped before its first checkpoint (e.g. bad input): nothing trained to keep
+            _remove(out, OWNED)
         _write_config(out, cfg)
         return cfg, None
     state = load_checkpoint(out / CHECKPOINT)

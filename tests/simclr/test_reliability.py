@@ -255,3 +255,24 @@ def test_two_processes_only_rank0_claims_and_a_refusal_stops_both(trained, tmp_p
         assert locked.startswith("error another neardup process"), result[rank]
         assert "already holds a finetune run" in again, result[rank]
     assert json.loads((tmp_path / "ddp" / MARKER).read_text())["command"] == "finetune"
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_can_be_started_again(trained, tmp_path):
+    imgs, _ = trained
+    run = tmp_path / "run"
+    expect_error("finetune", imgs, "--out", run, *ARGS, "--batch-size", "16", message="lower --batch-size")
+    assert (run / "config.yaml").is_file() and not (run / CHECKPOINT).exists()
+    (run / "log.jsonl").write_text('{"epoch": 0, "step": 1, "loss": 9.0}\n')  # as if killed mid-epoch
+    (run / "notes.txt").write_text("mine")
+    expect_error("finetune", imgs, "--out", run, "--resume", message="start it again without --resume")
+    invoke("finetune", imgs, "--out", run, *ARGS, "--epochs", "1", "--max-steps", "1")
+    assert yaml.safe_load((run / "config.yaml").read_text())["batch_size"] == 4
+    assert [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()] == [1, 1]  # step + epoch
+    assert json.loads((run / "log.jsonl").read_text().splitlines()[0])["loss"] != 9.0
+    assert (run / "notes.txt").read_text() == "mine"
+
+
+def test_paths_may_be_path_objects(tmp_path):
+    cfg = FinetuneConfig(images=tmp_path, out=tmp_path / "r", val_distractors=[tmp_path])
+    cfg.validate()
+    assert cfg.images == str(tmp_path) and cfg.val_distractors == [str(tmp_path)]
