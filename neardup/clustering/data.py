@@ -41,11 +41,17 @@ def load_features(folders: list[str | os.PathLike] | tuple) -> ClusterInput:
     """Concatenate feature folders (same model, dimension and preprocessing).
 
     Raises:
-        UsageError: no folder, incompatible folders, no features, or a count
+        UsageError: no folder, a folder given twice, incompatible folders, no features, or a count
             mismatch between a folder's features and its paths.
     """
     if not folders:
         raise UsageError("give at least one feature folder")
+    seen: dict[str, str] = {}
+    for f in folders:
+        key = os.path.realpath(f)
+        if key in seen:
+            raise UsageError(f"feature folder {f} is given twice (as {seen[key]}): its images would be counted twice")
+        seen[key] = str(f)
     stores = [FeatureStore.open(f) for f in folders]
     ref = stores[0]
     for s in stores[1:]:

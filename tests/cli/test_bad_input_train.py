@@ -188,6 +188,10 @@ def test_cluster_bad_options(feats, tmp_path, args, message):
     assert not (tmp_path / "o").exists()
 
 
+def test_cluster_same_folder_twice(feats, tmp_path):
+    expect_error("cluster", feats, feats, "--out", tmp_path / "o", message="given twice")
+
+
 def test_cluster_pca_on_hashes_and_untrainable_index(tmp_path):
     rng = np.random.default_rng(0)
     bits = make_store(tmp_path / "bits", rng.integers(0, 256, (6, 8), dtype=np.uint8),
