@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
 import click
 import numpy as np
 
-from neardup.cli._common import config_option, save_config
+from neardup.cli._common import FloatIn, config_option, save_config
+from neardup.clustering._common import MAX_SETTINGS
 from neardup.errors import UsageError
 
 #: CLI option -> estimator parameter, per method (the option applies only to the methods listed).
@@ -29,25 +31,37 @@ def parse_bytes(text: str | None) -> int | None:
     """'8GB', '500 MB', '1.5G' or a plain number of bytes."""
     if text is None:
         return None
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt]?)i?b?\s*", str(text).lower())
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kmgt]?)i?b?\s*", str(text).lower())
     if not m:
         raise UsageError(f"--max-memory: cannot read {text!r} (use e.g. 8GB, 500MB or a number of bytes)")
     return int(float(m.group(1)) * 1024 ** "_kmgt".index(m.group(2) or "_"))
 
 
 def parse_sweep(text: str | None) -> list[float] | None:
-    """'0.05,0.1,0.2' or 'start:stop:step' (stop included)."""
+    """'0.05,0.1,0.2' or 'start:stop:step' (stop included); finite numbers, at most MAX_SETTINGS of them."""
     if not text:
         return None
     try:
         if ":" in text:
             start, stop, step = (float(x) for x in text.split(":"))
-            if step <= 0:
+            if not (math.isfinite(start) and math.isfinite(stop) and math.isfinite(step)) or step <= 0:
                 raise ValueError
-            return [round(v, 10) for v in np.arange(start, stop + step / 2, step)]
-        return [float(x) for x in text.split(",") if x.strip()]
+            count = math.floor((stop - start) / step + 0.5) + 1
+            if count < 1:
+                raise UsageError(f"--sweep {text}: start is above stop, so there is no setting")
+            if count > MAX_SETTINGS:
+                raise UsageError(f"--sweep {text} has {count} settings; at most {MAX_SETTINGS} are allowed "
+                                 f"(use a larger step)")
+            values = [round(v, 10) for v in np.arange(start, stop + step / 2, step)]
+        else:
+            values = [float(x) for x in text.split(",") if x.strip()]
+            if len(values) > MAX_SETTINGS:
+                raise UsageError(f"--sweep has {len(values)} settings; at most {MAX_SETTINGS} are allowed")
+        if not values or not all(math.isfinite(v) for v in values):
+            raise ValueError
+        return values
     except ValueError:
-        raise UsageError(f"--sweep: cannot read {text!r} (use 0.05,0.1,0.2 or start:stop:step)") from None
+        raise UsageError(f"--sweep: cannot read {text!r} (finite numbers: 0.05,0.1,0.2 or start:stop:step)") from None
 
 
 def method_params(method: str, metric: str, options: dict[str, Any], sweeping: bool) -> dict[str, Any]:
@@ -81,26 +95,30 @@ def sweep_name(method: str, name: str | None) -> str | None:
 @config_option
 @click.option("--method", type=click.Choice(["hierarchical", "dbscan", "hdbscan", "graph"]), default="graph",
               show_default=True, help="Clustering method.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: new, empty, or an earlier `neardup cluster` output (whose files are replaced).")
+@click.option("--overwrite", is_flag=True,
+              help="Write into a non-empty folder that holds no cluster output, beside its files (none is removed).")
 @click.option("--metric", type=click.Choice(["cosine", "euclidean", "hamming"]), default=None,
               help="[default: the extractor's: cosine, or hamming for hashes]")
 @click.option("--normalize", is_flag=True, default=None, help="L2-normalise float features first (e.g. for ward).")
 @click.option("--linkage", type=click.Choice(["single", "complete", "average", "weighted", "centroid", "median",
                                               "ward"]), default=None, help="hierarchical [default: average].")
-@click.option("--threshold", type=float, default=None,
+@click.option("--threshold", type=FloatIn(0), default=None,
               help="hierarchical/graph: distance cut (cosine distance, L2 or bits) [cosine 0.1, hamming 10].")
 @click.option("--n-clusters", type=click.IntRange(1), default=None, help="hierarchical: cut to this many clusters.")
 @click.option("--max-memory", default=None, help="hierarchical: memory limit, e.g. 8GB [default: 80% of free RAM].")
-@click.option("--eps", type=float, default=None, help="dbscan: neighbourhood radius [cosine 0.1, hamming 10].")
+@click.option("--eps", type=FloatIn(0, lo_open=True), default=None,
+              help="dbscan: neighbourhood radius [cosine 0.1, hamming 10].")
 @click.option("--min-samples", type=click.IntRange(1), default=None, help="dbscan/hdbscan: core point density.")
 @click.option("--min-cluster-size", type=click.IntRange(2), default=None, help="hdbscan [default: 2].")
-@click.option("--selection-epsilon", type=float, default=None, help="hdbscan: cluster_selection_epsilon.")
+@click.option("--selection-epsilon", type=FloatIn(0), default=None, help="hdbscan: cluster_selection_epsilon.")
 @click.option("--selection-method", type=click.Choice(["leaf", "eom"]), default=None, help="hdbscan [default: leaf].")
 @click.option("-k", "k", type=click.IntRange(1), default=None, help="graph: neighbours per image [default: 10].")
 @click.option("--index", default=None, help="graph: flat (exact), hnsw, or a faiss factory string [default: flat].")
 @click.option("--pca", type=click.IntRange(1), default=None, help="graph: reduce features to this many dims first.")
 @click.option("--ef-search", type=click.IntRange(1), default=None, help="graph: HNSW search breadth.")
-@click.option("--seed", type=int, default=None, help="graph: seed of the PCA sample.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="graph: seed of the PCA sample.")
 @click.option("--sweep", default=None, help="Values of the swept parameter: 0.05,0.1,0.2 or start:stop:step.")
 @click.option("--sweep-param", default=None,
               help="Parameter to sweep [default: threshold / eps / selection-epsilon], e.g. n-clusters.")
@@ -118,10 +136,10 @@ def sweep_name(method: str, name: str | None) -> str | None:
               help="Image mosaics for this many of the largest clusters.")
 @click.option("--per-setting", is_flag=True, help="Also write OUT/sweep/<param>=<value>.csv for every setting.")
 @click.option("--quiet", is_flag=True, help="Do not print the table.")
-def cluster(features: tuple[str, ...], method: str, out: str, metric: str | None, normalize: bool | None,
-            sweep: str | None, sweep_param: str | None, manifests: tuple[str, ...], labels_csv: str | None,
-            exclude: tuple[str, ...], best_by: str, attributes: int, plots: bool, mosaics: int, per_setting: bool,
-            quiet: bool, **options: Any) -> None:
+def cluster(features: tuple[str, ...], method: str, out: str, overwrite: bool, metric: str | None,
+            normalize: bool | None, sweep: str | None, sweep_param: str | None, manifests: tuple[str, ...],
+            labels_csv: str | None, exclude: tuple[str, ...], best_by: str, attributes: int, plots: bool,
+            mosaics: int, per_setting: bool, quiet: bool, **options: Any) -> None:
     """Cluster the images of one or more FEATURES folders into near-duplicate groups.
 
     Scores against ground truth (attack manifests or --labels) for each --sweep
@@ -133,8 +151,10 @@ def cluster(features: tuple[str, ...], method: str, out: str, metric: str | None
         truth_from_labels,
         truth_from_manifests,
     )
-    from neardup.clustering.run import format_summary, run_clustering, write_outputs
+    from neardup.clustering.run import OWNED, format_summary, run_clustering, write_outputs
+    from neardup.outdir import check_out_dir, claim_out_dir
 
+    check_out_dir(out, "cluster", overwrite=overwrite, owned=OWNED)  # before any work: a refused --out costs nothing
     inp = load_features(list(features))
     metric = metric or ("hamming" if inp.metric == "hamming" else "cosine")
     options["max_memory"] = parse_bytes(options.get("max_memory"))
@@ -167,12 +187,16 @@ def cluster(features: tuple[str, ...], method: str, out: str, metric: str | None
             truth=truth, exclude=exclude, best_by=best_by, attributes=attributes, model=inp.model, config=config)
     except (ValueError, MemoryError) as exc:
         raise UsageError(str(exc)) from None
-    write_outputs(out, result, labels, inp.paths, cents, per_setting)
-    if plots:
-        from neardup.clustering.plots import write_plots
+    # an earlier cluster output in --out is replaced whole (its stale plots, mosaics and sweep files included),
+    # so the folder never mixes two runs; files neardup did not write are never touched
+    own = check_out_dir(out, "cluster", overwrite=overwrite, owned=OWNED)
+    with claim_out_dir(out, "cluster", overwrite=overwrite or own, owned=OWNED):
+        write_outputs(out, result, labels, inp.paths, cents, per_setting)
+        if plots:
+            from neardup.clustering.plots import write_plots
 
-        write_plots(out, result, labels, inp.paths, truth, linkage, X, mosaics=mosaics)
-    save_config(out, "cluster", config)
+            write_plots(out, result, labels, inp.paths, truth, linkage, X, mosaics=mosaics)
+        save_config(out, "cluster", config)
     if not quiet:
         click.echo(format_summary(result))
     best = result.settings[result.best]

@@ -7,13 +7,12 @@ flags, the YAML keys (``--config run.yaml``) and the library stay one list.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from typing import Any
 
 import click
 
-from neardup.cli._common import config_option, save_config
-from neardup.simclr.train import FinetuneConfig
+from neardup.cli._common import FloatIn, config_option
+from neardup.simclr.train import FinetuneConfig, field_types
 
 HELP = {
     "model": "Encoder from `neardup models`.",
@@ -39,30 +38,68 @@ HELP = {
     "val_database": "The originals of the validation queries.", "val_distractors": "Distractor folders (repeatable).",
     "val_every": "Validate every N epochs.", "val_max_queries": "Validate on a fixed random subset (0 = all).",
     "keep_encoders": "Export the encoder at each validated epoch (for evaluate-finetuning).",
-    "resume": "Continue the run in --out from its last checkpoint.",
-    "max_steps": "Stop after this many optimizer steps (0 = no limit).",
+    "resume": "Continue the run in --out from its last checkpoint, with the run's options: those not given are "
+              "taken from the checkpoint, and those that would change the training must equal it (all but {safe}, "
+              "which may differ).",
+    "overwrite": "Replace the run in --out (only the files a run writes are removed), or write beside the files "
+                 "of a non-empty folder that holds no run.",
+    "max_steps": "Stop after this many optimizer steps (0 = no limit); for smoke tests.",
 }
 
 
+def _type(f: dataclasses.Field, base: type) -> Any:
+    """The click type of a FinetuneConfig field, from its metadata (the ranges live only there)."""
+    meta = f.metadata
+    if "choices" in meta:
+        return click.Choice([str(c) for c in meta["choices"]])
+    r = meta.get("range")
+    if base is int:
+        if r is None:
+            return int
+        return click.IntRange(None if r.lo is None else int(r.lo), None if r.hi is None else int(r.hi),
+                              min_open=r.lo_open, max_open=r.hi_open)
+    if base is float:
+        return FloatIn() if r is None else FloatIn(r.lo, r.hi, r.lo_open, r.hi_open)
+    return str
+
+
+def _help(f: dataclasses.Field) -> str:
+    text = HELP.get(f.name, "")
+    if f.name == "resume":
+        safe = [g.name for g in dataclasses.fields(FinetuneConfig)
+                if g.metadata.get("resume_safe") and g.name not in ("resume", "overwrite")]
+        text = text.format(safe=", ".join("--" + n.replace("_", "-") for n in safe))
+    if f.metadata.get("resume_safe") and f.name not in ("resume", "overwrite"):
+        text += " May differ on --resume."
+    return text
+
+
 def _options(fn: Any) -> Any:
-    hints = typing.get_type_hints(FinetuneConfig)
+    """One click option per FinetuneConfig field (but IMAGES and --out), typed from the field's metadata."""
+    types = field_types()
     for f in reversed(dataclasses.fields(FinetuneConfig)):
         if f.name in ("images", "out"):
             continue
         name = "--" + f.name.replace("_", "-")
-        hint = hints[f.name]
+        base = types[f.name]
         default = f.default if f.default is not dataclasses.MISSING else None
-        if hint is bool:
+        if base is bool:
             opt = click.option(f"{name}/--no-{f.name.replace('_', '-')}", default=default, show_default=True,
-                               help=HELP.get(f.name, ""))
-        elif f.name == "val_distractors":
-            opt = click.option(name, multiple=True, help=HELP.get(f.name, ""))
+                               help=_help(f))
+        elif base is list:
+            opt = click.option(name, multiple=True, help=_help(f))
         else:
-            base = next((t for t in (int, float, str) if t in typing.get_args(hint) or hint is t), str)
-            opt = click.option(name, type=base, default=default, show_default=default is not None,
-                               help=HELP.get(f.name, ""))
+            opt = click.option(name, type=_type(f, base), default=default, show_default=default is not None,
+                               help=_help(f))
         fn = opt(fn)
     return fn
+
+
+def _given(ctx: click.Context, names: Any) -> set[str]:
+    """The options set on the command line, in the environment or in --config (not click defaults)."""
+    from click.core import ParameterSource
+
+    return {n for n in names if ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT)}
 
 
 @click.command("finetune")
@@ -70,7 +107,8 @@ def _options(fn: Any) -> Any:
 @config_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @_options
-def finetune_cmd(images: str, out: str, **kw: Any) -> None:
+@click.pass_context
+def finetune_cmd(ctx: click.Context, images: str, out: str, **kw: Any) -> None:
     """SimCLR-style NT-Xent fine-tuning of an encoder on attack views of IMAGES.
 
     One process: `neardup finetune ...`; several: `torchrun --nproc-per-node N -m neardup finetune ...`.
@@ -80,8 +118,7 @@ def finetune_cmd(images: str, out: str, **kw: Any) -> None:
 
     kw["val_distractors"] = list(kw.get("val_distractors") or [])
     cfg = FinetuneConfig(images=images, out=out, **kw)
-    report = finetune(cfg)
-    save_config(out, "finetune", dataclasses.asdict(cfg))
+    report = finetune(cfg, given=_given(ctx, ["images", *kw]))
     click.echo(f"{report.steps} steps in {report.seconds / 60:.1f} min -> {out}/best.pt")
     before = next((h for h in report.history if h["epoch"] == -1), None)
     if before and report.best:
@@ -89,21 +126,24 @@ def finetune_cmd(images: str, out: str, **kw: Any) -> None:
                    f"{report.best['recall@1']:.4f}, µAP {before['muAP']:.4f} -> {report.best['muAP']:.4f} "
                    f"(before -> best epoch {report.best_epoch})")
 
+
 @click.command("evaluate-finetuning")
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(dir_okay=False),
               help="Encoder files to evaluate [default: the base model and every RUN_DIR/encoders/epoch_*.pt].")
 @click.option("--val-queries", default=None, help="[default: the run's own]")
 @click.option("--val-database", default=None, help="[default: the run's own]")
 @click.option("--val-distractors", multiple=True, help="[default: the run's own]")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="[default: RUN_DIR/evaluation]")
+@click.option("--overwrite", is_flag=True,
+              help="Write into a non-empty --out that holds no evaluation (beside its files, none removed).")
 def evaluate_cmd(run_dir: str, checkpoints: tuple[str, ...], val_queries: str | None, val_database: str | None,
-                 val_distractors: tuple[str, ...], out: str | None) -> None:
+                 val_distractors: tuple[str, ...], out: str | None, overwrite: bool) -> None:
     """Recall@1/µAP and the cluster-geometry diagnostics (diameter, separation, dispersion,
     centroid distance, SN1, SN2) of chosen checkpoints; JSON + evolution plot."""
     from neardup.simclr.diagnostics import evaluate_run
 
-    res = evaluate_run(run_dir, list(checkpoints), val_queries, val_database, list(val_distractors), out)
+    res = evaluate_run(run_dir, list(checkpoints), val_queries, val_database, list(val_distractors), out, overwrite)
     for row in res["checkpoints"]:
         click.echo(f"{row['name']:<16} R@1 {row['recall@1']:.4f}  µAP {row['muAP']:.4f}  "
                    f"SN1 {row['geometry']['SN1']['median']:.3f}  SN2 {row['geometry']['SN2']['median']:.3f}")

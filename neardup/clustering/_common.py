@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 METRICS = ("euclidean", "cosine", "hamming")
+#: Most settings one sweep may have: each costs a clustering (or a cut) and a scoring of every image.
+MAX_SETTINGS = 1000
 
 
 def as_2d(X: np.ndarray) -> np.ndarray:

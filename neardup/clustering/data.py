@@ -11,6 +11,7 @@ group of its own) or from a labels CSV (``path`` or ``id`` column, and
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,10 @@ import numpy as np
 from neardup.data.manifest import MANIFEST_NAME, image_id, read_manifest
 from neardup.errors import UsageError
 from neardup.extract.store import FeatureStore
+from neardup.io_utils import read_text
+
+#: Largest labels CSV read (a path and a label per image: ~100 bytes each, 10M images).
+MAX_LABELS_BYTES = 1 << 30
 
 
 @dataclass
@@ -36,11 +41,17 @@ def load_features(folders: list[str | os.PathLike] | tuple) -> ClusterInput:
     """Concatenate feature folders (same model, dimension and preprocessing).
 
     Raises:
-        UsageError: no folder, incompatible folders, no features, or a count
+        UsageError: no folder, a folder given twice, incompatible folders, no features, or a count
             mismatch between a folder's features and its paths.
     """
     if not folders:
         raise UsageError("give at least one feature folder")
+    seen: dict[str, str] = {}
+    for f in folders:
+        key = os.path.realpath(f)
+        if key in seen:
+            raise UsageError(f"feature folder {f} is given twice (as {seen[key]}): its images would be counted twice")
+        seen[key] = str(f)
     stores = [FeatureStore.open(f) for f in folders]
     ref = stores[0]
     for s in stores[1:]:
@@ -76,7 +87,7 @@ class GroundTruth:
 def _finish(names: list[str], tags: list[set[str]]) -> GroundTruth:
     _, codes = np.unique(np.asarray(names, dtype=object).astype(str), return_inverse=True)
     return GroundTruth(codes.reshape(-1).astype(np.int64), names,
-                       [frozenset(t | {n}) for t, n in zip(tags, names)])
+                       [frozenset(t | {n}) for t, n in zip(tags, names, strict=True)])
 
 
 def default_manifests(inp: ClusterInput) -> list[Path]:
@@ -131,18 +142,19 @@ def truth_from_labels(ids: list[str], paths: list[str], labels_csv: str | os.Pat
         UsageError: missing file or columns, or no image listed.
     """
     p = Path(labels_csv)
-    if not p.is_file():
-        raise UsageError(f"labels file not found: {p}")
-    with open(p, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    text = read_text(p, "labels file", max_bytes=MAX_LABELS_BYTES)
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         cols = reader.fieldnames or []
         key = "path" if "path" in cols else "id" if "id" in cols else None
         if key is None or "label" not in cols:
             raise UsageError(f"{p}: a labels CSV needs a 'label' column and a 'path' or 'id' column, got {cols}")
-        table = {r[key]: r["label"] for r in reader if r.get("label", "") != ""}
+        table = {r[key]: r["label"] for r in reader if r.get(key) and r.get("label")}
+    except csv.Error as exc:
+        raise UsageError(f"labels file {p} is not a readable CSV (line {reader.line_num}: {exc})") from None
     by_name = {Path(k).stem: v for k, v in table.items()} if key == "path" else {}
     names, tags, matched = [], [], 0
-    for i, (item, path) in enumerate(zip(ids, paths)):
+    for i, (item, path) in enumerate(zip(ids, paths, strict=True)):
         label = table.get(path if key == "path" else item)
         if label is None and key == "path":
             label = table.get(os.path.abspath(path), by_name.get(Path(path).stem))

@@ -16,8 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from neardup.clustering.density import (DBSCANClustering, HDBSCANClustering, dbscan_clustering, dbscan_from_graph,
-                                        hdbscan_clustering)
+from neardup.clustering._common import MAX_SETTINGS
+from neardup.clustering.density import (
+    DBSCANClustering,
+    HDBSCANClustering,
+    dbscan_clustering,
+    dbscan_from_graph,
+    hdbscan_clustering,
+)
 from neardup.clustering.graph import GraphClustering, components_from_knn, graph_clustering
 from neardup.clustering.hierarchical import HierarchicalClustering, cut_linkage, hierarchical_clustering
 
@@ -130,6 +136,27 @@ register_method(Method("graph", GraphClustering, graph_clustering, "threshold", 
                        "connected components of a thresholded faiss k-NN graph (millions of images)", _graph_sweep))
 
 
+#: Distance parameters and their smallest value (eps must be > 0, the others >= 0).
+RADIUS_PARAMS = {"distance_threshold": 0.0, "threshold": 0.0, "cluster_selection_epsilon": 0.0, "eps": None}
+
+
+def check_sweep_values(method: Method, name: str, values: list[float]) -> None:
+    """Refuse a sweep that is too long or has values its parameter cannot take (nan, inf, negative, fractional).
+
+    Why here: a fast sweep passes only its first value through the estimator's own checks.
+    """
+    if len(values) > MAX_SETTINGS:
+        raise ValueError(f"a sweep of {len(values)} settings; at most {MAX_SETTINGS} are allowed "
+                         f"(use a larger step)")
+    for v in values:
+        if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool) or not np.isfinite(v):
+            raise ValueError(f"sweep value {v!r} of {name} is not a finite number")
+        if name in RADIUS_PARAMS and (v < 0 or (RADIUS_PARAMS[name] is None and v == 0)):
+            raise ValueError(f"sweep value {v:g} of {name} must be {'>= 0' if RADIUS_PARAMS[name] == 0 else '> 0'}")
+        if name in method.int_params and (v != int(v) or v < 1):
+            raise ValueError(f"sweep value {v:g} of {name} must be a whole number >= 1")
+
+
 def cluster_sweep(X: np.ndarray, method: str, params: dict[str, Any], sweep_param: str | None = None,
                   values: list[float] | None = None) -> SweepOutput:
     """Labels for each value of ``sweep_param`` (one setting when ``values`` is None).
@@ -157,6 +184,7 @@ def cluster_sweep(X: np.ndarray, method: str, params: dict[str, Any], sweep_para
         return SweepOutput([m.function(X, **params)], [time.perf_counter() - t0])
     if not values:
         raise ValueError("empty sweep")
+    check_sweep_values(m, name, values)
     if name == "n_clusters" or name == "distance_threshold":
         params = {k: v for k, v in params.items() if k not in ("n_clusters", "distance_threshold")}
     return (m.fast_sweep or _generic_sweep(m))(X, params, name, [float(v) for v in values])

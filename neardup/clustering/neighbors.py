@@ -13,6 +13,7 @@ would be 5 GB.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,11 +35,19 @@ class Projector:
 
     def __init__(self, X: np.ndarray, metric: str, dim: int | None, sample: int = 100_000, seed: int = 0) -> None:
         self.metric, self.pca = metric, None
-        if dim is not None and metric != "hamming" and dim < X.shape[1] * (8 if X.dtype == np.uint8 else 1):
+        if dim is not None and metric == "hamming":
+            raise ValueError("pca reduces float features; it does not apply to the hamming metric of binary hashes")
+        if dim is not None and int(dim) < 1:
+            raise ValueError(f"pca must be >= 1 dimension, got {dim}")
+        if dim is not None and dim < X.shape[1] * (8 if X.dtype == np.uint8 else 1):
             import faiss
 
+            n_train = min(sample, len(X))
+            if n_train < dim:  # faiss aborts: a PCA fitted on n vectors has at most n components
+                raise ValueError(f"pca {dim} needs at least {dim} vectors to fit the projection, but there are only "
+                                 f"{n_train}: use pca <= {n_train}, or no pca")
             rng = np.random.default_rng(seed)
-            idx = np.sort(rng.choice(len(X), size=min(sample, len(X)), replace=False))
+            idx = np.sort(rng.choice(len(X), size=n_train, replace=False))
             train = check_features(X[idx], metric)
             self.pca = faiss.PCAMatrix(train.shape[1], int(dim))
             self.pca.train(train)
@@ -88,7 +97,12 @@ def build_index(X: np.ndarray, metric: str, index: str = "flat", project: Projec
         if len(sample) < getattr(idx, "nlist", 0):
             raise ValueError(f"index {index!r} has {idx.nlist} lists but there are only {len(sample)} vectors "
                              f"to train it: use fewer lists (e.g. IVF{max(1, int(np.sqrt(len(X))))},Flat) or flat")
-        idx.train(project(X[sample]))
+        try:
+            idx.train(project(X[sample]))
+        except RuntimeError as exc:  # e.g. a PQ codebook with more centroids than training vectors
+            msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            msg = msg.split("failed: ")[-1]
+            raise ValueError(f"faiss cannot train index {index!r} on {len(sample)} vectors: {msg}") from None
     with progress(len(X), "index", "vec", disable=not show_progress) as bar:
         for start, stop in blocks(len(X)):
             idx.add(project(X[start:stop]))
@@ -137,20 +151,18 @@ def knn_graph(X: np.ndarray, k: int, metric: str, index: str = "flat", project: 
     if hasattr(idx, "hnsw"):
         idx.hnsw.efSearch = max(ef_search, k)
     elif index != "flat":
-        try:
+        with contextlib.suppress(RuntimeError):
             faiss.ParameterSpace().set_index_parameter(idx, "nprobe", 16)
-        except RuntimeError:
-            pass
     k = min(k, len(X))
     D = np.empty((len(X), k), dtype=np.float32)
-    I = np.empty((len(X), k), dtype=np.int64)
+    ids = np.empty((len(X), k), dtype=np.int64)
     with progress(len(X), "k-NN", "vec", disable=not show_progress) as bar:
         for start, stop in blocks(len(X)):
             d, i = idx.search(project(X[start:stop]), k)
             D[start:stop] = np.where(i >= 0, to_metric(d, metric), np.inf)
-            I[start:stop] = i
+            ids[start:stop] = i
             bar.update(stop - start)
-    return D, I
+    return D, ids
 
 
 def radius_graph(X: np.ndarray, radius: float, metric: str, show_progress: bool = False) -> sparse.csr_matrix:

@@ -25,6 +25,8 @@ from neardup.clustering.metrics import SCORE_NAMES, PartitionScores, score_parti
 from neardup.io_utils import atomic_write, atomic_write_json, atomic_write_text
 
 SCHEMA = "neardup.cluster/1"
+#: Everything ``neardup cluster`` writes in its --out (see :mod:`neardup.outdir`): replaced by a re-run.
+OWNED = ("assignments.csv", "metrics.json", "centroids.npy", "config.yaml", "sweep", "plots")
 
 
 @dataclass
@@ -146,13 +148,17 @@ def assignments_csv(paths: list[str], labels: np.ndarray) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "cluster"])
-    w.writerows(zip(paths, np.asarray(labels).tolist()))
+    w.writerows(zip(paths, np.asarray(labels).tolist(), strict=True))
     return buf.getvalue()
 
 
 def write_outputs(out_dir: str | Path, result: ClusterResult, labels: list[np.ndarray], paths: list[str],
                   centroids: np.ndarray | None = None, per_setting: bool = False) -> list[Path]:
-    """Write assignments.csv (best setting), metrics.json, centroids.npy and optional sweep/*.csv."""
+    """Write assignments.csv (best setting), metrics.json, centroids.npy and optional sweep/*.csv.
+
+    The caller owns ``out_dir`` first: ``neardup.outdir.claim_out_dir(out_dir, "cluster", owned=OWNED)``, as the
+    CLI does, so a folder of someone else's files is never written into.
+    """
     out = Path(out_dir)
     written = [out / "assignments.csv", out / "metrics.json"]
     atomic_write_text(written[0], assignments_csv(paths, labels[result.best]))
@@ -163,7 +169,7 @@ def write_outputs(out_dir: str | Path, result: ClusterResult, labels: list[np.nd
         atomic_write(out / "centroids.npy", lambda f: f.write(buf.getvalue()))
         written.append(out / "centroids.npy")
     if per_setting and len(labels) > 1:
-        for s, lab in zip(result.settings, labels):
+        for s, lab in zip(result.settings, labels, strict=True):
             p = out / "sweep" / f"{result.sweep_param}={s.value:g}.csv"
             atomic_write_text(p, assignments_csv(paths, lab))
             written.append(p)

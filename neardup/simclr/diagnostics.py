@@ -15,7 +15,7 @@ These are the diagnostics the original study plotted across epochs.
 
 from __future__ import annotations
 
-import json
+import io
 import re
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from neardup.errors import UsageError
-from neardup.io_utils import atomic_write_json
+from neardup.io_utils import atomic_write, atomic_write_json
 
 SCHEMA = "neardup.finetune.evaluation/1"
 GEOMETRY = ("diameter", "dispersion", "separation", "centroid_distance", "SN1", "SN2")
@@ -58,7 +58,10 @@ def group_geometry(feats: np.ndarray, groups: np.ndarray, others: np.ndarray | N
         m = groups == g
         xm = x[m]
         d_in = np.sqrt(np.maximum(sq[m][:, None] + sq[m][None] - 2 * xm @ xm.T, 0))
-        d_out = np.sqrt(np.maximum(sq[m][:, None] + sq[~m][None] - 2 * xm @ x[~m].T, 0)) if (~m).any() else np.full((m.sum(), 1), np.inf)
+        if (~m).any():
+            d_out = np.sqrt(np.maximum(sq[m][:, None] + sq[~m][None] - 2 * xm @ x[~m].T, 0))
+        else:
+            d_out = np.full((m.sum(), 1), np.inf)
         sep = d_out.min()
         if len(extra):
             sep = min(sep, np.sqrt(np.maximum(sq[m][:, None] + sq_extra[None] - 2 * xm @ extra.T, 0)).min())
@@ -79,18 +82,91 @@ def summarize(values: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
             for k, v in values.items()}
 
 
-def evaluate_run(run_dir: str, checkpoints: list[str], val_queries: str | None, val_database: str | None,
-                 val_distractors: list[str], out: str | None = None) -> dict[str, Any]:
-    """Evaluate checkpoints of ``run_dir``; writes evaluation.json, geometry .npz and evolution.png."""
+#: The files evaluate-finetuning writes in its --out.
+OWNED = ("evaluation.json", "geometry.npz", "evolution.png")
+
+
+def run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The options a finetune run was started with (config.yaml, or config.json of older runs)."""
+    from neardup.io_utils import load_yaml, read_json_object
+    from neardup.outdir import owner
+
+    run = Path(run_dir)
+    who = owner(run)
+    if who not in (None, "finetune"):
+        raise UsageError(f"{run} is not a neardup finetune run (it holds the output of `neardup {who}`)")
+    if (run / "config.yaml").is_file():
+        cfg = load_yaml(run / "config.yaml", "run config")
+        if not isinstance(cfg, dict) or cfg.get("command", "finetune") != "finetune":
+            raise UsageError(f"{run / 'config.yaml'} is not the config of a neardup finetune run")
+    elif (run / "config.json").is_file():
+        cfg = read_json_object(run / "config.json", "run config")
+    else:
+        raise UsageError(f"{run} is not a neardup finetune run (no config.yaml)")
+    if not isinstance(cfg.get("model"), str):
+        raise UsageError(f"the run config of {run} names no model")
+    return cfg
+
+
+def _check_export(path: str) -> None:
+    """Refuse early a --checkpoint that is not an encoder exported by finetune (read with weights_only=True)."""
+    from neardup.extract.weights import read_checkpoint
+    from neardup.simclr.model import EXPORT_FORMAT
+
+    if not Path(path).is_file():
+        raise UsageError(f"--checkpoint not found: {path}")
+    try:
+        blob = read_checkpoint(path)
+    except UsageError as exc:
+        raise UsageError(f"--checkpoint {path}: {exc}") from None
+    if blob.get("format") != EXPORT_FORMAT or not isinstance(blob.get("state_dict"), dict) \
+            or not isinstance(blob.get("base_model"), str):
+        hint = " (a run's checkpoint.pt holds training state: use best.pt, last.pt or encoders/epoch_*.pt)" \
+            if "encoder" in blob and "optimizer" in blob else ""
+        raise UsageError(f"--checkpoint {path} is not an encoder exported by neardup finetune{hint}")
+
+
+def _load_checkpoint_encoder(path: str) -> tuple[Any, Any]:
+    """An encoder exported by finetune (best.pt, last.pt, encoders/epoch_*.pt), or one UsageError line."""
     from neardup.extract.registry import create_extractor
+
+    try:
+        ext = create_extractor("finetuned", weights=path, device="cpu")
+    except UsageError as exc:
+        raise UsageError(f"--checkpoint {path}: {exc}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise UsageError(f"--checkpoint {path} is not an encoder exported by neardup finetune "
+                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from None
+    return ext.model, ext.cfg
+
+
+def _legacy_evaluation(out: Path) -> bool:
+    try:
+        from neardup.io_utils import read_json_object
+
+        return read_json_object(out / "evaluation.json", "evaluation").get("schema") == SCHEMA
+    except UsageError:
+        return False
+
+
+def evaluate_run(run_dir: str, checkpoints: list[str], val_queries: str | None, val_database: str | None,
+                 val_distractors: list[str], out: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Evaluate checkpoints of ``run_dir``; writes evaluation.json, geometry .npz and evolution.png.
+
+    ``out`` (default RUN_DIR/evaluation) follows the output-folder rule of :mod:`neardup.outdir`.
+    """
+    from neardup.outdir import check_out_dir, claim_out_dir
     from neardup.simclr.model import load_encoder
     from neardup.simclr.validate import Validator, score
 
     run = Path(run_dir)
-    cfg_path = run / "config.json"
-    if not cfg_path.is_file():
-        raise UsageError(f"{run} is not a neardup finetune run (no config.json)")
-    cfg = json.loads(cfg_path.read_text("utf-8"))
+    if not run.is_dir():
+        raise UsageError(f"run folder not found: {run}")
+    cfg = run_config(run)
+    out_dir = Path(out) if out else run / "evaluation"
+    check_out_dir(out_dir, "evaluate-finetuning", overwrite=overwrite, owned=OWNED, recognise=_legacy_evaluation)
+    for c in checkpoints:  # all of them before any (slow) evaluation
+        _check_export(c)
     val_queries = val_queries or cfg.get("val_queries")
     val_database = val_database or cfg.get("val_database")
     val_distractors = val_distractors or cfg.get("val_distractors") or []
@@ -105,14 +181,12 @@ def evaluate_run(run_dir: str, checkpoints: list[str], val_queries: str | None, 
         items.append(("base", 0, None))
         for c in sorted((run / "encoders").glob("epoch_*.pt")):
             items.append((c.stem, _epoch_of(str(c)), str(c)))
-    out_dir = Path(out) if out else run / "evaluation"
     rows, arrays = [], {}
     for name, epoch, path in items:
         if path is None:
             encoder, mcfg = load_encoder(cfg["model"], cfg.get("weights"))
         else:
-            ext = create_extractor("finetuned", weights=path, device="cpu")
-            encoder, mcfg = ext.model, ext.cfg
+            encoder, mcfg = _load_checkpoint_encoder(path)
         f = validator.features(encoder, mcfg)
         s = score(f, validator.db_ids, validator.rows, len(validator.distractor_paths))
         feats, groups = _group_members(f, validator)
@@ -120,12 +194,14 @@ def evaluate_run(run_dir: str, checkpoints: list[str], val_queries: str | None, 
         arrays.update({f"{name}/{k}": v for k, v in geo.items()})
         rows.append({"name": name, "epoch": epoch, "recall@1": s["recall@1"], "muAP": s["muAP"], "mAP": s["mAP"],
                      "per_family": s["per_family"], "geometry": summarize(geo)})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / "evaluation.json"
-    atomic_write_json(json_path, {"schema": SCHEMA, "run": str(run), "checkpoints": rows})
-    np.savez(out_dir / "geometry.npz", **{k.replace("/", "__"): v for k, v in arrays.items()})
-    plot_path = out_dir / "evolution.png"
-    plot_evolution(rows, plot_path)
+    json_path, plot_path = out_dir / "evaluation.json", out_dir / "evolution.png"
+    with claim_out_dir(out_dir, "evaluate-finetuning", overwrite=overwrite, owned=OWNED,
+                       recognise=_legacy_evaluation):
+        atomic_write_json(json_path, {"schema": SCHEMA, "run": str(run), "checkpoints": rows})
+        buf = io.BytesIO()
+        np.savez(buf, **{k.replace("/", "__"): v for k, v in arrays.items()})
+        atomic_write(out_dir / "geometry.npz", lambda fh: fh.write(buf.getvalue()))
+        plot_evolution(rows, plot_path)
     return {"checkpoints": rows, "json": str(json_path), "plot": str(plot_path)}
 
 
@@ -168,5 +244,7 @@ def plot_evolution(rows: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    atomic_write(path, lambda fh: fh.write(buf.getvalue()))

@@ -32,8 +32,8 @@ def test_loss_decreases_on_a_fixed_batch():
     torch.manual_seed(0)
     encoder, cfg = load_encoder("efficientnet_lite0", None)
     model = SimCLRModel(encoder, cfg.num_features)
-    imgs = torch.stack([torch.from_numpy(np.asarray(make_image(i, (64, 64)), dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1)
-                        for i in range(8)])
+    imgs = torch.stack([torch.from_numpy(np.asarray(make_image(i, (64, 64)), dtype=np.float32).transpose(2, 0, 1)
+                                         / 127.5 - 1) for i in range(8)])
     x0, x1 = imgs, imgs.flip(-1) * 0.9
     obj = ContrastiveObjective(temperature=0.1, gather_distributed=False)
     opt = build_optimizer(model.encoder, model.head, "adamw", 1e-4, 1e-3, 0.0)
@@ -53,7 +53,8 @@ def test_loss_decreases_on_a_fixed_batch():
 def test_lars_skips_weight_decay_and_adaptation_for_bn_and_bias():
     from lightly.utils.lars import LARS
 
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 2))
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 4 * 4, 2))
     head = torch.nn.Linear(2, 2)
     decay, no_decay = split_decay(net)
     names = {id(p): n for n, p in net.named_parameters()}
@@ -141,6 +142,11 @@ def test_kill_and_resume_gives_identical_weights(train_dir, tmp_path):
     for key in ("encoder", "head"):
         for k in a[key]:
             assert torch.equal(a[key][k], b[key][k]), (key, k)
+    # the epoch the kill cut short is logged once, by the resumed run
+    import json
+
+    steps = [json.loads(x)["step"] for x in (part / "log.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert steps == list(range(1, 7)), steps
 
 
 def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(train_dir, tmp_path, monkeypatch):
