@@ -25,7 +25,9 @@ def _register(name: str) -> None:
                    paper="imagehash (J. Buchner)", license="BSD-2-Clause")
 
     @register_model(cfg)
-    def build(cfg: ModelCfg, **_: Any) -> HashExtractor:
+    def build(cfg: ModelCfg, *, weights: str | None = None, layer: str | None = None,
+              **options: Any) -> HashExtractor:
+        """No weights and no network: ``create_extractor`` has refused the options that would not apply."""
         return HashExtractor(cfg, functools.partial(fn, hash_size=8))
 
 
