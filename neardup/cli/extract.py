@@ -64,11 +64,12 @@ def extract(images: str, model: str | None, out: str, weights: str | None, batch
     """
     from neardup.extract.pipeline import extract_features
 
-    given = {"model": model, "weights": weights, "batch_size": batch_size, "workers": workers, "device": device,
-             "amp": amp, "engine": engine, "input_size": input_size, "layer": layer, "compile": compile_,
-             "shard_size": shard_size, "dtype": dtype, "globs": tuple(globs) or None, "max_pixels": max_pixels,
-             "normalize": normalize, "whiten": whiten, "whiten_sample": whiten_sample,
-             "transform_from": transform_from, "overwrite": overwrite}
+    given: dict[str, Any] = {
+        "model": model, "weights": weights, "batch_size": batch_size, "workers": workers, "device": device,
+        "amp": amp, "engine": engine, "input_size": input_size, "layer": layer, "compile": compile_,
+        "shard_size": shard_size, "dtype": dtype, "globs": tuple(globs) or None, "max_pixels": max_pixels,
+        "normalize": normalize, "whiten": whiten, "whiten_sample": whiten_sample,
+        "transform_from": transform_from, "overwrite": overwrite}
     config = ExtractConfig(**{k: v for k, v in given.items() if v is not None})
     # config.yaml: the resolved options under their option names, so --config can repeat the run
     params = {"images": images, **{"glob" if k == "globs" else k: v for k, v in config.to_dict().items()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
@@ -209,7 +209,10 @@ def stage_modules(module: nn.Module) -> list[list[nn.Module]]:
     return [[module.get_submodule(path) for path in group] for group in layout]
 
 
-def empty_model(factory: Callable[[], nn.Module]) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def empty_model(factory: Callable[[], M]) -> M:
     """Build on the meta device, then allocate zeros: no random init for weights about to be overwritten.
 
     Networks with non-persistent buffers (which a state dict does not restore) are built normally.
@@ -260,7 +263,7 @@ class TorchExtractor(ExtractorBase):
         self.model = model.eval().to(self.device)
         self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
         if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.onnx: OnnxEncoder | None = None
         if compile:  # torch.compile: worth it on GPUs for long runs; the first batches pay the compilation
             self.model = torch.compile(self.model)  # type: ignore[assignment]

@@ -13,6 +13,7 @@ import hashlib
 import os
 import warnings
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -54,7 +55,7 @@ class OnnxEncoder:
                  tol: float = 1e-4):
         import onnxruntime as ort
 
-        model = model.float().eval().to(memory_format=torch.contiguous_format)
+        model = model.float().eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         path = cache_dir() / f"{name}-{input_size}-{_fingerprint(model, input_size)}.onnx"
         if not path.is_file():
             self._export(model, path, input_size)
@@ -75,13 +76,17 @@ class OnnxEncoder:
         import io
 
         buf = io.BytesIO()
+        target: Any = buf  # torch.onnx.export writes to a file object too
         x = torch.zeros(1, 3, input_size, input_size)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (x,), buf, input_names=["images"], output_names=["features"],
+            torch.onnx.export(model, (x,), target, input_names=["images"], output_names=["features"],
                               dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
                               opset_version=17, dynamo=False)
-        atomic_write(path, lambda f: f.write(buf.getvalue()))
+        def write(f: IO[bytes]) -> None:
+            f.write(buf.getvalue())
+
+        atomic_write(path, write)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"images": np.ascontiguousarray(x, dtype=np.float32)})[0]

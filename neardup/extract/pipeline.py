@@ -285,7 +285,7 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, config: Ext
                 _prepare_output(out, job, own)
             except Exception as exc:  # noqa: BLE001 - re-raised below, after the other ranks are told
                 verdict, error = f"{exc}" or type(exc).__name__, exc
-        verdict = dist.broadcast_object(verdict)
+        verdict = dist.broadcast_object(verdict)  # type: ignore[assignment]
         if error is not None:
             raise error
         if verdict:
@@ -358,7 +358,7 @@ def _run(ext: Extractor, paths: list[str], root: str, problems: list[dict[str, s
             _write_meta(out, ext, paths, root, problems, n_shards, shard_size, np_dtype, fitted)
         except UsageError as exc:
             verdict = str(exc)
-    verdict = dist.broadcast_object(verdict)
+    verdict = dist.broadcast_object(verdict)  # type: ignore[assignment]
     if verdict:
         raise UsageError(f"{verdict} in {src}")
     if info.is_main and write_config is not None:

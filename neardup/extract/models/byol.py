@@ -81,7 +81,7 @@ def _register(width: int) -> None:
               **options: Any) -> TorchExtractor:
         model = empty_model(lambda: WideResNet(DEPTHS[50], width, same=True))
         path = require_weights(name, weights, files, "Haiku .pkl or torchvision layout")
-        load_byol(model, path)  # type: ignore[arg-type]
+        load_byol(model, path)
         return TorchExtractor(cfg, model, weights_path=path, **options)
 
 

@@ -37,7 +37,8 @@ class PooledFeatures(torch.nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+        net: Any = self.net  # a timm model: forward_features / forward_head
+        return net.forward_head(net.forward_features(x), pre_logits=True)
 
 
 def build_tf_efficientnet_lite0(weights: str | Path | None = None, pretrained: bool = True) -> torch.nn.Module:

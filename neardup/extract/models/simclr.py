@@ -48,7 +48,7 @@ SK_RATIO = 0.0625
 DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 PAPER_V1 = "Chen et al., A Simple Framework for Contrastive Learning of Visual Representations, ICML 2020"
 PAPER_V2 = "Chen et al., Big Self-Supervised Models are Strong Semi-Supervised Learners, NeurIPS 2020"
-NO_NORM = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # SimCLR feeds RGB in [0, 1]
+NO_NORM: dict[str, Any] = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # SimCLR feeds RGB in [0, 1]
 
 
 # --------------------------------------------------------------------------- TF 'SAME' padding
@@ -420,7 +420,7 @@ def _register_v2(name: str, depth: int, width: int, sk: int) -> None:
         layer = layer or "backbone"
         model = empty_model(lambda: build_v2(depth, width, sk, layer))
         path = require_weights(name, weights, [fname], "Separius layout")
-        load_simclr_v2(model, path)  # type: ignore[arg-type]
+        load_simclr_v2(model, path)
         if layer != "backbone":
             dim = 128 if layer == "head2" else model.resnet.channels_out
             cfg = replace(cfg, num_features=dim, feature_layer=f"projection head {layer}")
@@ -442,7 +442,7 @@ def _register_v1(name: str, width: int) -> None:
               **options: Any) -> TorchExtractor:
         model = empty_model(lambda: WideResNet(DEPTHS[50], width))
         path = require_weights(name, weights, [fname], "tonylins layout")
-        load_wide_resnet(model, path)  # type: ignore[arg-type]
+        load_wide_resnet(model, path)
         return TorchExtractor(cfg, model, weights_path=path, **options)
 
 
