@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 
 from neardup.errors import UsageError
 
@@ -89,7 +89,7 @@ class Builder(Protocol):
     """
 
     def __call__(self, cfg: ModelCfg, *, weights: str | None = None, layer: str | None = None,
-                 **options: Any) -> Extractor: ...
+                 **options: Unpack[ExtractorOptions]) -> Extractor: ...
 
 
 #: (cfg) -> the feature network with untrained weights, forward (B, 3, H, W) -> (B, num_features)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any
+from typing import Unpack
 
 import numpy as np
 import pytest
@@ -18,6 +18,7 @@ from neardup.extract.base import Extractor, TorchExtractor, amp_dtype, resolve_a
 from neardup.extract.config import ExtractConfig
 from neardup.extract.registry import (
     MODELS,
+    ExtractorOptions,
     ModelCfg,
     create_extractor,
     get_entry,
@@ -96,7 +97,7 @@ def _toy_arch(cfg: ModelCfg) -> nn.Module:
 def toy_model() -> Iterator[ModelCfg]:
     @register_model(TOY, arch=_toy_arch, weights_found=lambda: True)
     def build(cfg: ModelCfg, *, weights: str | None = None, layer: str | None = None,
-              **options: Any) -> TorchExtractor:
+              **options: Unpack[ExtractorOptions]) -> TorchExtractor:
         torch.manual_seed(0)
         return TorchExtractor(cfg, _toy_arch(cfg), **options)
 

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 
 from neardup.errors import UsageError
 from neardup.extract.base import TorchExtractor, empty_model
 from neardup.extract.models.simclr import DEPTHS, WideResNet, load_backbone, require_weights
-from neardup.extract.registry import RESNET_STAGES, ModelCfg, register_model
+from neardup.extract.registry import RESNET_STAGES, ExtractorOptions, ModelCfg, register_model
 from neardup.extract.weights import read_checkpoint
 
 PAPER = "Grill et al., Bootstrap Your Own Latent, NeurIPS 2020"
@@ -78,7 +78,7 @@ def _register(width: int) -> None:
 
     @register_model(cfg, arch=lambda cfg: WideResNet(DEPTHS[50], width, same=True))
     def build(cfg: ModelCfg, *, weights: str | None = None, layer: str | None = None,
-              **options: Any) -> TorchExtractor:
+              **options: Unpack[ExtractorOptions]) -> TorchExtractor:
         model = empty_model(lambda: WideResNet(DEPTHS[50], width, same=True))
         path = require_weights(name, weights, files, "Haiku .pkl or torchvision layout")
         load_byol(model, path)

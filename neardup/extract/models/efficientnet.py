@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 
 import neardup._compat  # noqa: F401  (before timm)
 from neardup.extract.base import TorchExtractor
-from neardup.extract.registry import ModelCfg, register_model
+from neardup.extract.registry import ExtractorOptions, ModelCfg, register_model
 from neardup.extract.weights import load_strict, map_in_order, read_checkpoint
 
 
@@ -75,6 +75,6 @@ def bundled_weights_installed() -> bool:
     stages=(("net.conv_stem", "net.bn1"), *((f"net.blocks.{i}",) for i in range(7)))),
     arch=lite0_arch, weights_found=bundled_weights_installed)
 def efficientnet_lite0(cfg: ModelCfg, *, weights: str | None = None, layer: str | None = None,
-                       **options: Any) -> TorchExtractor:
+                       **options: Unpack[ExtractorOptions]) -> TorchExtractor:
     path = str(weights) if weights else str(bundled_weights())
     return TorchExtractor(cfg, PooledFeatures(build_tf_efficientnet_lite0(path)), weights_path=path, **options)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Unpack
 
 from neardup.errors import UsageError
 from neardup.extract.base import TorchExtractor, empty_model
-from neardup.extract.registry import MODELS, ModelCfg, check_input_size, register_model, scaled_resize
+from neardup.extract.registry import MODELS, ExtractorOptions, ModelCfg, check_input_size, register_model, scaled_resize
 from neardup.extract.weights import load_strict, read_checkpoint
 
 FORMAT = "neardup.finetuned/1"
@@ -26,7 +26,7 @@ FORMAT = "neardup.finetuned/1"
     paper="Chen et al., SimCLR, ICML 2020 (NT-Xent fine-tuning on attack views)", license="as the base model",
     extra={"sizes_from_weights": True}))
 def finetuned(cfg: ModelCfg, *, weights: str | None = None, layer: str | None = None, input_size: int | None = None,
-              resize_size: int | None = None, **options: Any) -> TorchExtractor:
+              resize_size: int | None = None, **options: Unpack[ExtractorOptions]) -> TorchExtractor:
     """The base architecture with the fine-tuned state dict; the crop is the file's unless ``input_size`` is given."""
     if not weights:
         raise UsageError("--model finetuned needs --weights RUN_DIR/best.pt (from neardup finetune)")

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,7 @@ from torch import nn
 import neardup._compat  # noqa: F401  (before torchvision)
 from neardup.errors import UsageError
 from neardup.extract.base import TorchExtractor, empty_model
-from neardup.extract.registry import RESNET_STAGES, ModelCfg, register_model
+from neardup.extract.registry import RESNET_STAGES, ExtractorOptions, ModelCfg, register_model
 from neardup.extract.weights import describe_mismatch, find_in_hub_cache, hub_cache_dir, read_checkpoint
 
 BN_EPS = 1e-5
@@ -416,7 +416,7 @@ def _register_v2(name: str, depth: int, width: int, sk: int) -> None:
 
     @register_model(cfg, arch=lambda cfg: build_v2(depth, width, sk))
     def build(cfg: ModelCfg, *, weights: str | None = None, layer: str | None = None,
-              **options: Any) -> TorchExtractor:
+              **options: Unpack[ExtractorOptions]) -> TorchExtractor:
         layer = layer or "backbone"
         model = empty_model(lambda: build_v2(depth, width, sk, layer))
         path = require_weights(name, weights, [fname], "Separius layout")
@@ -439,7 +439,7 @@ def _register_v1(name: str, width: int) -> None:
 
     @register_model(cfg, arch=lambda cfg: WideResNet(DEPTHS[50], width))
     def build(cfg: ModelCfg, *, weights: str | None = None, layer: str | None = None,
-              **options: Any) -> TorchExtractor:
+              **options: Unpack[ExtractorOptions]) -> TorchExtractor:
         model = empty_model(lambda: WideResNet(DEPTHS[50], width))
         path = require_weights(name, weights, [fname], "tonylins layout")
         load_wide_resnet(model, path)

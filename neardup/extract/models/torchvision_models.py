@@ -7,14 +7,14 @@ fails at once with a message saying where to put the file.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 
 import neardup._compat  # noqa: F401  (before torchvision)
 from neardup.errors import UsageError
 from neardup.extract.base import TorchExtractor
-from neardup.extract.registry import RESNET_STAGES, ModelCfg, register_model
+from neardup.extract.registry import RESNET_STAGES, ExtractorOptions, ModelCfg, register_model
 from neardup.extract.weights import find_in_hub_cache, hub_cache_dir, load_strict, read_checkpoint
 
 # file names torchvision's weight enums download to (V2 first, then V1)
@@ -84,7 +84,7 @@ def _register_resnet(name: str, dim: int) -> None:
 
     @register_model(cfg, arch=_arch(name))
     def build(cfg: ModelCfg, *, weights: str | None = None, layer: str | None = None,
-              **options: Any) -> TorchExtractor:
+              **options: Unpack[ExtractorOptions]) -> TorchExtractor:
         import torchvision.models as tvm
 
         path = resolve_weights(name, weights)
@@ -151,7 +151,7 @@ def _register_extra(name: str) -> None:
 
     @register_model(cfg, arch=_arch(name, head, **arch_kw))
     def build(cfg: ModelCfg, *, weights: str | None = None, layer: str | None = None,
-              **options: Any) -> TorchExtractor:
+              **options: Unpack[ExtractorOptions]) -> TorchExtractor:
         import torchvision.models as tvm
 
         path = resolve_weights(name, weights)
