@@ -44,6 +44,7 @@ def peak_gb() -> float:
 def prepare_real(out: Path, bsds: Path) -> list[Path]:
     """Attacks of val and features of val / train / queries, cached under ``out``."""
     from neardup.data.generate import generate_attacks, load_attack_config
+    from neardup.extract.config import ExtractConfig
     from neardup.extract.pipeline import extract_features
 
     queries = out / "queries"
@@ -53,7 +54,7 @@ def prepare_real(out: Path, bsds: Path) -> list[Path]:
     for name, src in (("originals", bsds / "val"), ("queries", queries), ("distractors", bsds / "train")):
         dst = out / "features" / name
         if not (dst / "meta.json").is_file():
-            extract_features(src, dst, MODEL, show_progress=False)
+            extract_features(src, dst, ExtractConfig(MODEL), show_progress=False)
         folders.append(dst)
     return folders
 

@@ -24,7 +24,7 @@ import torch
 
 import neardup._compat  # noqa: F401
 from neardup.data.images import list_images, load_image
-from neardup.extract.onnx_engine import attach
+from neardup.extract.config import ExtractConfig
 from neardup.extract.pipeline import extract_features
 from neardup.extract.registry import create_extractor
 
@@ -79,8 +79,7 @@ def main() -> None:
         paths = uniq
     listing.write_text("\n".join(str(p) for p in paths))
 
-    ext = create_extractor(args.model, device=args.device)
-    ext.engine = attach(ext, args.engine)
+    ext = create_extractor(args.model, device=args.device, engine=args.engine)
     print(f"model {args.model}, engine {ext.engine}, device {ext.device}, torch threads {torch.get_num_threads()}, "
           f"{args.n} images from {args.images}{f' upscaled to {args.megapixels:g} MP' if args.megapixels else ''}, "
           f"batch {args.batch_size}")
@@ -101,8 +100,8 @@ def main() -> None:
     del tensors, batches
 
     # 3. the pipeline, model already loaded
-    rep = extract_features(listing, tmp / "out", args.model, batch_size=args.batch_size, workers=args.workers,
-                           extractor=ext, show_progress=False)
+    rep = extract_features(listing, tmp / "out", ExtractConfig(args.model, batch_size=args.batch_size,
+                           workers=args.workers), extractor=ext, show_progress=False)
     pipe = rep.count / rep.seconds
 
     limit_cpu = 1.0 / (t_decode + t_forward)

@@ -40,6 +40,7 @@ def stage_features(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     if args.features_db and args.features_queries:
         return Path(args.features_db), Path(args.features_distractors), Path(args.features_queries)
     from neardup.data.generate import generate_attacks, load_attack_config
+    from neardup.extract.config import ExtractConfig
     from neardup.extract.pipeline import extract_features
 
     work = args.work
@@ -54,7 +55,7 @@ def stage_features(args: argparse.Namespace) -> tuple[Path, Path, Path]:
         dst = work / f"feat_{name}"
         if not (dst / "meta.json").is_file():
             t0 = time.perf_counter()
-            rep = extract_features(src, dst, args.model)
+            rep = extract_features(src, dst, ExtractConfig(args.model))
             print(f"[extract] {name}: {rep.count} images in {time.perf_counter() - t0:.0f} s", flush=True)
         out[name] = dst
     return out["db"], out["distractors"], out["queries"]

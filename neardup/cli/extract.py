@@ -8,64 +8,73 @@ from typing import Any
 import click
 
 from neardup.cli._common import config_option, save_config
+from neardup.extract.config import ExtractConfig
+
+_D = ExtractConfig()
+
+
+def _default(value: object) -> str:
+    """The library default, shown in --help (options default to None so ExtractConfig's defaults apply)."""
+    return f"[default: {value}]"
 
 
 @click.command()
 @click.argument("images", type=click.Path())
 @config_option
-@click.option("--model", default="efficientnet_lite0", show_default=True, help="A name from `neardup models`.")
+@click.option("--model", default=None, help=f"A name from `neardup models`. {_default(_D.model)}")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output feature folder.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Checkpoint file for the model.")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=None, help=_default(_D.batch_size))
 @click.option("--workers", type=click.IntRange(0, 256), default=None, help="Decoding processes [default: cores - 1].")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--amp", type=click.Choice(["auto", "off", "fp16", "bf16"]), default="auto", show_default=True,
-              help="Mixed precision (auto: bf16 on GPU, off on CPU).")
-@click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
-              help="auto: ONNX Runtime on CPU when its export matches PyTorch within 1e-4.")
+@click.option("--device", default=None, help=f"auto, cpu or cuda[:N]. {_default(_D.device)}")
+@click.option("--amp", type=click.Choice(["auto", "off", "fp16", "bf16"]), default=None,
+              help=f"Mixed precision (auto: bf16 on GPU, off on CPU). {_default(_D.amp)}")
+@click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default=None,
+              help=f"auto: ONNX Runtime on CPU when its export matches PyTorch within 1e-4. {_default(_D.engine)}")
 @click.option("--input-size", type=click.IntRange(16, 2048), default=None,
               help="Override the model's crop size (networks only; the resize keeps the model's ratio).")
-@click.option("--compile", "compile_", is_flag=True,
+@click.option("--compile", "compile_", is_flag=True, default=None,
               help="torch.compile the model (PyTorch engine; for long GPU runs).")
 @click.option("--layer", default=None, help="Feature layer, for models that offer several (SimCLR v2: backbone, "
               "head0, head1, head2) [default: backbone].")
-@click.option("--shard-size", type=click.IntRange(1), default=10000, show_default=True)
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@click.option("--shard-size", type=click.IntRange(1), default=None, help=_default(_D.shard_size))
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default=None, help=_default(_D.dtype))
 @click.option("--glob", "globs", multiple=True, metavar="PATTERN",
               help="Keep only files matching this pattern relative to IMAGES (e.g. '**/*.jpg'). Repeatable.")
 @click.option("--max-pixels", type=click.IntRange(1), default=None,
-              help="Skip larger images (decompression-bomb guard) [default: 178956970].")
-@click.option("--normalize", is_flag=True, help="Store an L2-normalisation transform (applied when read).")
+              help=f"Skip larger images (decompression-bomb guard). {_default(_D.max_pixels)}")
+@click.option("--normalize", is_flag=True, default=None,
+              help="Store an L2-normalisation transform (applied when read).")
 @click.option("--whiten", type=click.IntRange(1), default=None, metavar="DIM",
               help="Fit L2 + PCA whitening to DIM dimensions on a sample, stored and applied when read.")
-@click.option("--whiten-sample", type=click.IntRange(2), default=100_000, show_default=True)
+@click.option("--whiten-sample", type=click.IntRange(2), default=None, help=_default(_D.whiten_sample))
 @click.option("--transform-from", type=click.Path(file_okay=False), default=None,
               help="Apply the transform fitted on another feature folder (extract queries like their database).")
-@click.option("--overwrite", is_flag=True,
+@click.option("--overwrite", is_flag=True, default=None,
               help="Start over: remove this command's earlier output in --out (shards, meta.json, job.json, ...). "
                    "Files neardup did not write are never removed.")
-def extract(images: str, model: str, out: str, weights: str | None, batch_size: int, workers: int | None,
-            device: str, amp: str, engine: str, input_size: int | None, compile_: bool, layer: str | None,
-            shard_size: int, dtype: str,
-            globs: tuple[str, ...], max_pixels: int | None, normalize: bool, whiten: int | None, whiten_sample: int,
-            transform_from: str | None, overwrite: bool) -> None:
+def extract(images: str, model: str | None, out: str, weights: str | None, batch_size: int | None,
+            workers: int | None, device: str | None, amp: str | None, engine: str | None, input_size: int | None,
+            compile_: bool | None, layer: str | None, shard_size: int | None, dtype: str | None,
+            globs: tuple[str, ...], max_pixels: int | None, normalize: bool | None, whiten: int | None,
+            whiten_sample: int | None, transform_from: str | None, overwrite: bool | None) -> None:
     """Extract features of IMAGES (a folder, a text file of paths, or a manifest.csv) into --out.
 
     Re-running the same command after an interruption resumes where it stopped.
     """
     from neardup.extract.pipeline import extract_features
 
-    params = {"images": images, "model": model, "weights": weights, "batch_size": batch_size, "device": device,
-              "amp": amp, "engine": engine, "input_size": input_size, "layer": layer, "compile": compile_,
-              "shard_size": shard_size, "dtype": dtype, "glob": list(globs), "max_pixels": max_pixels,
-              "normalize": normalize, "whiten": whiten, "whiten_sample": whiten_sample,
-              "transform_from": transform_from}
-    report = extract_features(images, out, model, weights=weights, batch_size=batch_size, workers=workers,
-                              device=device, amp=amp, engine=engine, input_size=input_size, layer=layer,
-                              compile=compile_, shard_size=shard_size, dtype=dtype, overwrite=overwrite, globs=globs,
-                              normalize=normalize, whiten=whiten, whiten_sample=whiten_sample,
-                              transform_from=transform_from, **({"max_pixels": max_pixels} if max_pixels else {}),
-                              write_config=lambda folder: save_config(folder, "extract", params))
+    given: dict[str, Any] = {
+        "model": model, "weights": weights, "batch_size": batch_size, "workers": workers, "device": device,
+        "amp": amp, "engine": engine, "input_size": input_size, "layer": layer, "compile": compile_,
+        "shard_size": shard_size, "dtype": dtype, "globs": tuple(globs) or None, "max_pixels": max_pixels,
+        "normalize": normalize, "whiten": whiten, "whiten_sample": whiten_sample,
+        "transform_from": transform_from, "overwrite": overwrite}
+    config = ExtractConfig(**{k: v for k, v in given.items() if v is not None})
+    # config.yaml: the resolved options under their option names, so --config can repeat the run
+    params = {"images": images, **{"glob" if k == "globs" else k: v for k, v in config.to_dict().items()
+                                   if k not in ("workers", "overwrite")}}
+    report = extract_features(images, out, config, write_config=lambda folder: save_config(folder, "extract", params))
     resumed = f", resumed after {report.resumed_shards} shard(s)" if report.resumed_shards else ""
     click.echo(f"{report.count} images -> {out} ({report.model}, {report.images_per_s:.1f} img/s{resumed}); "
                f"{len(report.skipped)} skipped")

@@ -55,7 +55,7 @@ def index_add_cmd(index_dir: str, images: str, device: str | None, weights: str 
     if (Path(images) / "meta.json").is_file():
         n, skipped = add_features(index_dir, images), []
     else:
-        n, skipped = add_images(index_dir, images, device, weights, workers)
+        n, skipped = add_images(index_dir, images, device, weights, workers, show_progress=True)
     click.echo(f"added {n} vectors to {index_dir} ({len(skipped)} unreadable files skipped)")
     for s in skipped[:20]:
         click.echo(f"skipped {s['path']}: {s['reason']}", err=True)
@@ -82,7 +82,7 @@ def query_cmd(index_dir: str, images: tuple[str, ...], k: int, nprobe: int | Non
     if grid:
         grid_format(grid)  # an unknown extension is refused before any extraction
     params = {k_: v for k_, v in (("nprobe", nprobe), ("efSearch", ef_search)) if v is not None}
-    result = query_index(index_dir, list(images), k, params, device, weights, workers)
+    result = query_index(index_dir, list(images), k, params, device, weights, workers, show_progress=True)
     doc = result.to_dict()
     if out:
         atomic_write_json(out, doc)

@@ -13,11 +13,13 @@ import hashlib
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 
+from neardup.errors import UsageError
+from neardup.extract.registry import ModelCfg
 from neardup.io_utils import atomic_write
 
 
@@ -43,13 +45,17 @@ def _fingerprint(model: torch.nn.Module, input_size: int) -> str:
 
 
 class OnnxEncoder:
-    """Runs a TorchExtractor's network through ONNX Runtime; same ``encode`` contract."""
+    """Runs a TorchExtractor's network through ONNX Runtime; same ``encode`` contract.
+
+    Raises:
+        ValueError: the graph's output differs from PyTorch's by more than ``tol``.
+    """
 
     def __init__(self, model: torch.nn.Module, name: str, input_size: int, threads: int | None = None,
                  tol: float = 1e-4):
         import onnxruntime as ort
 
-        model = model.float().eval().to(memory_format=torch.contiguous_format)
+        model = model.float().eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         path = cache_dir() / f"{name}-{input_size}-{_fingerprint(model, input_size)}.onnx"
         if not path.is_file():
             self._export(model, path, input_size)
@@ -70,47 +76,40 @@ class OnnxEncoder:
         import io
 
         buf = io.BytesIO()
+        target: Any = buf  # torch.onnx.export writes to a file object too
         x = torch.zeros(1, 3, input_size, input_size)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (x,), buf, input_names=["images"], output_names=["features"],
+            torch.onnx.export(model, (x,), target, input_names=["images"], output_names=["features"],
                               dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
                               opset_version=17, dynamo=False)
-        atomic_write(path, lambda f: f.write(buf.getvalue()))
+        def write(f: IO[bytes]) -> None:
+            f.write(buf.getvalue())
+
+        atomic_write(path, write)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"images": np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
-def attach(extractor: Any, engine: str) -> str:
-    """Switch ``extractor`` to ONNX Runtime if asked (or ``auto`` and worthwhile); returns the engine used.
+def onnx_encoder(model: torch.nn.Module, cfg: ModelCfg, device: torch.device, engine: str) -> OnnxEncoder | None:
+    """The ONNX Runtime encoder ``engine`` asks for, or None to run PyTorch.
 
-    ``auto`` means ONNX on CPU when onnxruntime is installed and the export is exact.
+    ``torch`` -> None. ``auto`` -> ONNX on CPU when onnxruntime is installed and the export is exact,
+    else None. ``onnx`` -> ONNX or a one-line error saying why it cannot run.
+
+    Raises:
+        UsageError: ``onnx`` on a GPU, without onnxruntime, or with an export that fails or differs.
     """
-    if extractor.cfg.kind != "torch":
-        if engine == "onnx":
-            from neardup.errors import UsageError
-
-            raise UsageError(f"--engine onnx applies to networks; {extractor.name} is computed without one")
-        return "torch"
-    if engine == "torch":
-        return "torch"
-    if engine == "auto" and (extractor.device.type != "cpu" or not available()):
-        return "torch"
-    if engine == "onnx" and extractor.device.type != "cpu":
-        from neardup.errors import UsageError
-
+    if engine == "torch" or (engine == "auto" and (device.type != "cpu" or not available())):
+        return None
+    if engine == "onnx" and device.type != "cpu":
         raise UsageError("--engine onnx runs on the CPU only; use --engine torch with --device cuda")
     if not available():
-        from neardup.errors import UsageError
-
         raise UsageError("--engine onnx needs onnx and onnxruntime: pip install 'neardup[onnx]'")
     try:
-        extractor.onnx = OnnxEncoder(extractor.model, extractor.name, extractor.cfg.input_size)
+        return OnnxEncoder(model, cfg.name, cfg.input_size)
     except Exception as exc:  # export unsupported or inexact: keep PyTorch
         if engine == "onnx":
-            from neardup.errors import UsageError
-
-            raise UsageError(f"ONNX engine unavailable for {extractor.name}: {exc}") from None
-        return "torch"
-    return "onnx"
+            raise UsageError(f"ONNX engine unavailable for {cfg.name}: {exc}") from None
+        return None

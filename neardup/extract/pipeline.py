@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 from neardup import __version__, dist
 from neardup.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageDecodeError, load_image, walk_images
 from neardup.errors import UsageError
-from neardup.extract.onnx_engine import attach
+from neardup.extract.base import Extractor
+from neardup.extract.config import ExtractConfig
 from neardup.extract.registry import create_extractor, get_model_cfg
 from neardup.extract.store import SCHEMA, committed_shard, shard_name, write_shard
 from neardup.extract.weights import file_sha256
@@ -120,7 +121,7 @@ class ExtractReport:
         return (self.count + len(self.skipped)) / self.seconds if self.seconds > 0 else 0.0
 
 
-def _job_record(extractor: Any, paths: list[str], shard_size: int, dtype: str, max_pixels: int,
+def _job_record(extractor: Extractor, paths: list[str], shard_size: int, dtype: str, max_pixels: int,
                 globs: tuple[str, ...], post: dict[str, Any]) -> dict[str, Any]:
     """Everything that changes the shards' features: a resume must match it exactly.
 
@@ -198,7 +199,7 @@ def _naming(path: Path) -> Iterator[None]:
         raise
 
 
-def _loader(ext: Any, paths: list[str], batch_size: int, workers: int, max_pixels: int) -> DataLoader:
+def _loader(ext: Extractor, paths: list[str], batch_size: int, workers: int, max_pixels: int) -> DataLoader:
     """Decode + preprocess in ``workers`` processes, batches prefetched while the model runs."""
     return DataLoader(ImageDataset(paths, ext.transform, ext.draft_size, max_pixels), batch_size=batch_size,
                       num_workers=workers, collate_fn=collate, pin_memory=ext.device.type == "cuda",
@@ -210,29 +211,7 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
-def _check_arguments(batch_size: Any, shard_size: Any, dtype: Any, workers: Any, max_pixels: Any, whiten: Any,
-                     whiten_sample: Any, engine: Any, amp: Any) -> None:
-    """The CLI's click types, re-checked for API callers."""
-    def positive(x: Any, lo: int = 1) -> bool:
-        return isinstance(x, int) and not isinstance(x, bool) and x >= lo
-
-    for name, value, lo in (("--batch-size", batch_size, 1), ("--shard-size", shard_size, 1),
-                            ("--max-pixels", max_pixels, 1), ("--whiten-sample", whiten_sample, 2)):
-        if not positive(value, lo):
-            raise UsageError(f"{name} must be an integer >= {lo}, got {value!r}")
-    if workers is not None and not positive(workers, 0):
-        raise UsageError(f"--workers must be an integer >= 0, got {workers!r}")
-    if whiten is not None and not positive(whiten, 1):
-        raise UsageError(f"--whiten must be a positive integer, got {whiten!r}")
-    if dtype not in ("float32", "float16"):
-        raise UsageError(f"unknown --dtype {dtype!r}; use float32 or float16")
-    if engine not in ("auto", "torch", "onnx"):
-        raise UsageError(f"unknown --engine {engine!r}; use auto, torch or onnx")
-    if amp not in (None, "auto", "off", "fp16", "bf16"):
-        raise UsageError(f"unknown --amp {amp!r}; use auto, off, fp16 or bf16")
-
-
-def _check_postprocess(ext: Any, dtype: str, normalize: bool, whiten: int | None,
+def _check_postprocess(ext: Extractor, dtype: str, normalize: bool, whiten: int | None,
                        transform_from: str | None) -> None:
     """Refuse, before hours of extraction, what would only fail at the end (or be silently ignored)."""
     if ext.metric == "hamming":
@@ -249,78 +228,77 @@ def _check_postprocess(ext: Any, dtype: str, normalize: bool, whiten: int | None
         load_from(transform_from).check(ext.num_features, f"--transform-from {transform_from}")
 
 
-def extract_features(src: str | os.PathLike, out: str | os.PathLike, model: str = "efficientnet_lite0", *,
-                     weights: str | None = None, batch_size: int = 32, workers: int | None = None,
-                     device: str | None = None, amp: str | None = None, shard_size: int = 10000,
-                     dtype: str = "float32", max_pixels: int = DEFAULT_MAX_PIXELS, overwrite: bool = False,
-                     input_size: int | None = None, engine: str = "auto", globs: tuple[str, ...] | list[str] = (),
-                     normalize: bool = False, whiten: int | None = None, whiten_sample: int = 100_000,
-                     transform_from: str | None = None, layer: str | None = None, compile: bool = False,
-                     show_progress: bool = True, extractor: Any = None,
+def extract_features(src: str | os.PathLike, out: str | os.PathLike, config: ExtractConfig | None = None, *,
+                     extractor: Extractor | None = None, show_progress: bool = True,
                      write_config: Callable[[Path], None] | None = None) -> ExtractReport:
     """Extract features of every image in ``src`` into the feature store ``out``.
 
-    A re-run with the same arguments resumes after the last committed shard; job.json records
+    A re-run with the same config resumes after the last committed shard; job.json records
     everything that changes the features (model, digest of the weights file, preprocessing,
     precision, dtype, max_pixels, globs, the input list...), and a re-run that changes any of them
     is refused. ``out`` is claimed for ``neardup extract`` (see :mod:`neardup.outdir`): a folder
-    holding anything else is refused, ``overwrite`` removes only extract's own files, and the
+    holding anything else is refused, ``config.overwrite`` removes only extract's own files, and the
     folder stays locked until the run ends (``write_config(out)`` runs inside that lock, on rank 0:
     the CLI saves config.yaml with it).
-    ``normalize`` / ``whiten`` fit an L2 / PCA-whitening transform on a
-    sample of ``whiten_sample`` features and store it (``transform.npz``);
-    ``transform_from`` reuses the transform of another feature folder (for
-    queries). ``extractor`` may be passed in to reuse a loaded model. ``engine`` is
-    ``torch``, ``onnx`` or ``auto`` (ONNX Runtime on CPU when its export
-    matches PyTorch within 1e-4; the engine is not part of the job record,
-    since both give the same features).
+    ``config.normalize`` / ``config.whiten`` fit an L2 / PCA-whitening transform on a
+    sample of ``config.whiten_sample`` features and store it (``transform.npz``);
+    ``config.transform_from`` reuses the transform of another feature folder (for
+    queries). ``extractor`` may be passed in to reuse a loaded model (then ``config.model``,
+    ``weights``, ``device``, ``amp``, ``engine``, ``input_size``, ``layer`` and ``compile`` are its own).
+    The engine is not part of the job record, since torch and ONNX give the same features.
+
+    Args:
+        src: a folder of images, a text file listing image paths, or a manifest.csv.
+        out: the feature folder to write (or resume).
+        config: the options (None: :class:`ExtractConfig` defaults).
 
     Raises:
         UsageError: bad input, unknown model, missing weights, an option the model cannot honour,
             or an existing output made differently (unless ``overwrite``).
     """
-    _check_arguments(batch_size, shard_size, dtype, workers, max_pixels, whiten, whiten_sample, engine, amp)
+    cfg = (config or ExtractConfig()).validate()
     if extractor is None:
-        get_model_cfg(model)  # an unknown model name is reported before the input folder is walked
-    globs = tuple(globs)
+        get_model_cfg(cfg.model)  # an unknown model name is reported before the input folder is walked
+    globs = tuple(cfg.globs)
     t0 = time.perf_counter()
     paths, root, problems = collect_inputs(src, globs)
-    info = dist.init(device)  # before the model is built: pins each rank to its own GPU
+    info = dist.init(cfg.device)  # before the model is built: pins each rank to its own GPU
     ext = extractor
     if ext is None:
-        ext = create_extractor(model, weights=weights, device=device, amp=amp, input_size=input_size, layer=layer,
-                               compile=compile or None)
-        ext.engine = attach(ext, "torch" if compile else engine)
-    _check_postprocess(ext, dtype, normalize, whiten, transform_from)
+        ext = create_extractor(cfg.model, weights=cfg.weights, device=cfg.device, amp=cfg.amp, engine=cfg.engine,
+                               input_size=cfg.input_size, layer=cfg.layer, compile=cfg.compile or None)
+    dtype, max_pixels, shard_size = cfg.dtype, cfg.max_pixels, cfg.shard_size
+    _check_postprocess(ext, dtype, cfg.normalize, cfg.whiten, cfg.transform_from)
     out = Path(out)
-    post = {"normalize": normalize, "whiten": whiten, "whiten_sample": whiten_sample,
-            "transform_from": str(transform_from) if transform_from else None}
+    post = {"normalize": cfg.normalize, "whiten": cfg.whiten, "whiten_sample": cfg.whiten_sample,
+            "transform_from": str(cfg.transform_from) if cfg.transform_from else None}
     with ExitStack() as held:
         # rank 0 claims, locks and prepares the output; every rank learns the verdict (no one hangs on an error)
         verdict, error = None, None
         if info.is_main:
             try:
                 with _naming(out):  # a full disk while the folder is marked still names it
-                    own = held.enter_context(claim_out_dir(out, "extract", overwrite=overwrite, owned=OWNED,
+                    own = held.enter_context(claim_out_dir(out, "extract", overwrite=cfg.overwrite, owned=OWNED,
                                                            recognise=is_extraction))
                     remove_stale_tmp(out / "shards")
                 job = _job_record(ext, paths, shard_size, dtype, max_pixels, globs, post)
                 _prepare_output(out, job, own)
             except Exception as exc:  # noqa: BLE001 - re-raised below, after the other ranks are told
                 verdict, error = f"{exc}" or type(exc).__name__, exc
-        verdict = dist.broadcast_object(verdict)
+        verdict = dist.broadcast_object(verdict)  # type: ignore[assignment]
         if error is not None:
             raise error
         if verdict:
             raise UsageError(str(verdict))
         if not info.is_main:
             held.enter_context(claim_out_dir(out, "extract", owned=OWNED, recognise=is_extraction, lock=False))
-        return _run(ext, paths, root, problems, out, info, src=src, t0=t0, batch_size=batch_size, workers=workers,
+        return _run(ext, paths, root, problems, out, info, src=src, t0=t0, batch_size=cfg.batch_size,
+                    workers=cfg.workers,
                     shard_size=shard_size, dtype=dtype, max_pixels=max_pixels, post=post,
                     show_progress=show_progress, write_config=write_config)
 
 
-def _run(ext: Any, paths: list[str], root: str, problems: list[dict[str, str]], out: Path, info: dist.DistInfo, *,
+def _run(ext: Extractor, paths: list[str], root: str, problems: list[dict[str, str]], out: Path, info: dist.DistInfo, *,
          src: str | os.PathLike, t0: float, batch_size: int, workers: int | None, shard_size: int, dtype: str,
          max_pixels: int, post: dict[str, Any], show_progress: bool,
          write_config: Callable[[Path], None] | None) -> ExtractReport:
@@ -380,7 +358,7 @@ def _run(ext: Any, paths: list[str], root: str, problems: list[dict[str, str]], 
             _write_meta(out, ext, paths, root, problems, n_shards, shard_size, np_dtype, fitted)
         except UsageError as exc:
             verdict = str(exc)
-    verdict = dist.broadcast_object(verdict)
+    verdict = dist.broadcast_object(verdict)  # type: ignore[assignment]
     if verdict:
         raise UsageError(f"{verdict} in {src}")
     if info.is_main and write_config is not None:
@@ -430,7 +408,7 @@ def _fit_postprocess(out: Path, n_shards: int, normalize: bool, whiten: int | No
     return {**tf.describe(), "fitted_on": str(transform_from) if transform_from else "this folder"}
 
 
-def _write_meta(out: Path, ext: Any, paths: list[str], root: str, problems: list[dict[str, str]], n_shards: int,
+def _write_meta(out: Path, ext: Extractor, paths: list[str], root: str, problems: list[dict[str, str]], n_shards: int,
                 shard_size: int, np_dtype: np.dtype, post: dict[str, Any] | None = None) -> None:
     """Merge the committed shards' records into meta.json (rank 0 only)."""
     width = ext.num_features // 8 if ext.metric == "hamming" else ext.num_features
@@ -453,7 +431,7 @@ def _write_meta(out: Path, ext: Any, paths: list[str], root: str, problems: list
         atomic_write_json(out / "meta.json", meta)
 
 
-def encode_paths(ext: Any, paths: list[str], batch_size: int = 32, workers: int | None = None,
+def encode_paths(ext: Extractor, paths: list[str], batch_size: int = 32, workers: int | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, show_progress: bool = False,
                  desc: str = "encode") -> tuple[np.ndarray, np.ndarray]:
     """Features of ``paths`` in memory (for validation and queries; nothing written).

@@ -1,20 +1,32 @@
-"""The model registry: one name -> one config and one builder.
+"""The model registry: one name -> one config, one builder and (for networks) one architecture.
 
 Like timm's registry, ``create_extractor(name, **kw)`` is the single entry point
 and drops ``None`` keyword arguments, so unset CLI options never override a
 model's defaults. Preprocessing is derived from :class:`ModelCfg`, never retyped.
+Adding a model is one :func:`register_model` call: everything that lists, counts,
+tests or fine-tunes models (``neardup models``, the registry-driven tests,
+``finetune --freeze-stages``, ``--model finetuned``) reads the entry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 
 from neardup.errors import UsageError
 
+if TYPE_CHECKING:
+    from torch import nn
+
+    from neardup.extract.base import Extractor
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: torchvision's ResNet layout (stem, then layer1-4), shared by the torchvision, SimCLR v1 and BYOL entries
+RESNET_STAGES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
+#: what ``engine=`` accepts: ``auto`` is ONNX Runtime on CPU when its export matches PyTorch
+ENGINES = ("auto", "torch", "onnx")
 
 
 @dataclass(frozen=True)
@@ -36,11 +48,15 @@ class ModelCfg:
     family: str = ""  # groups models for listings and benchmarks
     paper: str = ""
     license: str = ""
+    #: the feature network's stages in input order (stem first), each a group of submodule paths
+    #: (``"net.blocks.0"``): what ``finetune --freeze-stages N`` freezes; empty when not offered
+    stages: tuple[tuple[str, ...], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["stages"] = [list(group) for group in self.stages]
         return d
 
     def preprocessing(self) -> dict[str, Any]:
@@ -49,28 +65,71 @@ class ModelCfg:
                 "interpolation": self.interpolation, "mean": list(self.mean), "std": list(self.std)}
 
 
-Builder = Callable[..., Any]  # (cfg, weights=None, device=..., **kw) -> Extractor
+class ExtractorOptions(TypedDict, total=False):
+    """How an extractor runs, never what it computes: the options every builder passes on to its extractor.
+
+    ``device``: auto|cpu|cuda[:N]; ``amp``: auto|off|fp16|bf16; ``engine``: auto|torch|onnx;
+    ``compile``: torch.compile the network; ``channels_last``: None = on for CUDA.
+    """
+
+    device: str | None
+    amp: str | None
+    engine: str
+    compile: bool
+    channels_last: bool | None
+
+
+class Builder(Protocol):
+    """The one builder signature: ``(cfg, *, weights=None, layer=None, **options) -> Extractor``.
+
+    ``cfg`` already carries the crop the caller asked for (``create_extractor`` applies
+    ``input_size``/``resize_size``), except for entries that read it from their weights file
+    (``extra["sizes_from_weights"]``), which receive ``input_size``/``resize_size`` as keywords.
+    ``weights=None`` means the model's default weights (bundled or in torch's hub cache).
+    """
+
+    def __call__(self, cfg: ModelCfg, *, weights: str | None = None, layer: str | None = None,
+                 **options: Unpack[ExtractorOptions]) -> Extractor: ...
+
+
+#: (cfg) -> the feature network with untrained weights, forward (B, 3, H, W) -> (B, num_features)
+Arch = Callable[[ModelCfg], "nn.Module"]
 
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """One registered model: its config, how to build an extractor, and how to build its bare network.
+
+    ``arch`` is None for models without a network (hashes) or whose network depends on a file
+    (``finetuned``). ``weights_found()`` says whether building without ``--weights`` would find the
+    weights here; by default, whether one of ``cfg.extra["files"]`` is in torch's hub cache.
+    """
+
     cfg: ModelCfg
     builder: Builder
+    arch: Arch | None = None
+    weights_found: Callable[[], bool] | None = None
 
 
 MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(cfg: ModelCfg) -> Callable[[Builder], Builder]:
-    """Decorator: register ``builder`` under ``cfg.name``."""
+def register_model(cfg: ModelCfg, arch: Arch | None = None,
+                   weights_found: Callable[[], bool] | None = None) -> Callable[[Builder], Builder]:
+    """Decorator: register ``builder`` under ``cfg.name``, with the bare architecture ``arch`` for networks."""
 
     def deco(builder: Builder) -> Builder:
         if cfg.name in MODELS:
             raise ValueError(f"model {cfg.name!r} registered twice")
-        MODELS[cfg.name] = ModelEntry(cfg, builder)
+        MODELS[cfg.name] = ModelEntry(cfg, builder, arch, weights_found)
         return builder
 
     return deco
+
+
+def unregister_model(name: str) -> None:
+    """Remove ``name`` (for tests and plugins that register a model for a while)."""
+    MODELS.pop(name, None)
 
 
 def _ensure_registered() -> None:
@@ -82,12 +141,45 @@ def list_models() -> list[ModelCfg]:
     return [e.cfg for e in MODELS.values()]
 
 
-def get_model_cfg(name: str) -> ModelCfg:
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name``.
+
+    Raises:
+        UsageError: unknown name, listing the registered ones.
+    """
     _ensure_registered()
     if name not in MODELS:
         raise UsageError(f"unknown model {name!r}; run `neardup models` to list them "
                          f"({', '.join(sorted(MODELS))})")
-    return MODELS[name].cfg
+    return MODELS[name]
+
+
+def get_model_cfg(name: str) -> ModelCfg:
+    return get_entry(name).cfg
+
+
+def builder_name(model: str) -> str:
+    """The registry name that builds features recorded as ``model``: ``finetuned:BASE`` -> ``finetuned``.
+
+    Why: a feature store or index records the extractor's own name, and a fine-tuned encoder names
+    itself after its base model; rebuilding it needs the registry entry that reads the weights file.
+    """
+    return model.split(":", 1)[0] if ":" in model else model
+
+
+def weights_found_locally(name: str) -> bool:
+    """True when building ``name`` without ``--weights`` would find its weights (or it needs none)."""
+    entry = get_entry(name)
+    if entry.cfg.kind == "hash":
+        return True
+    if entry.weights_found is not None:
+        return entry.weights_found()
+    files = entry.cfg.extra.get("files")
+    if not files:
+        return False
+    from neardup.extract.weights import find_in_hub_cache
+
+    return find_in_hub_cache(list(files)) is not None
 
 
 #: --input-size bounds: below 16 the networks' strides leave no pixels; above 2048 one batch needs tens of GB.
@@ -99,8 +191,13 @@ NETWORK_ONLY = {"input_size": "--input-size", "resize_size": "--resize-size", "l
 
 def check_network_options(cfg: ModelCfg, kwargs: dict[str, Any]) -> None:
     """Refuse options that do not apply to ``cfg`` (a hash), so none is silently ignored."""
+    engine = kwargs.get("engine")
+    if engine is not None and engine not in ENGINES:
+        raise UsageError(f"unknown --engine {engine!r}; use auto, torch or onnx")
     if cfg.kind == "torch":
         return
+    if engine == "onnx":
+        raise UsageError(f"--engine onnx applies to networks; {cfg.name} is computed without one")
     given = [flag for key, flag in NETWORK_ONLY.items() if kwargs.get(key) not in (None, False)]
     if kwargs.get("amp") not in (None, "auto", "off"):
         given.append("--amp")
@@ -124,20 +221,34 @@ def check_input_size(cfg: ModelCfg, what: str = "--input-size") -> None:
         raise UsageError(f"resize size {cfg.resize_size!r} for {cfg.name}: must be at least the crop ({size})")
 
 
-def create_extractor(name: str, **kwargs: Any) -> Any:
+def create_extractor(name: str, *, weights: str | None = None, device: str | None = None, amp: str | None = None,
+                     engine: str | None = None, input_size: int | None = None, resize_size: int | None = None,
+                     layer: str | None = None, compile: bool | None = None, channels_last: bool | None = None,
+                     **model_specific: Any) -> Extractor:
     """Build a ready-to-use extractor.
 
     Args:
         name: a registered model name.
-        **kwargs: ``weights`` (path), ``device``, ``input_size``, ``resize_size``,
-            ``amp``...; ``None`` values are dropped so model defaults apply.
+        weights: checkpoint path (None: the model's default weights).
+        device: auto|cpu|cuda[:N] (None: auto). amp: auto|off|fp16|bf16 (None: auto, bf16 on CUDA).
+        engine: torch|onnx|auto (None: torch). ``auto`` runs ONNX Runtime on CPU when its export matches
+            PyTorch within 1e-4; the commands pass ``auto``, while library callers that want the network
+            itself (fine-tuning, tests) keep the plain PyTorch default and pay no export.
+        input_size/resize_size: crop and short side (None: the model's; the crop alone keeps the ratio).
+        layer: feature layer for models that offer several. compile: torch.compile the network.
+        **model_specific: passed to the builder as is.
+        ``None`` values are dropped, so model defaults apply.
 
     Raises:
         UsageError: unknown model, missing or mismatched weights, or an option the model
             cannot honour (``--input-size`` on a hash, a crop a ViT cannot run at, ...).
     """
-    cfg = get_model_cfg(name)
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    entry = get_entry(name)
+    cfg = entry.cfg
+    given = {"weights": weights, "device": device, "amp": amp, "engine": engine, "input_size": input_size,
+             "resize_size": resize_size, "layer": layer, "compile": compile, "channels_last": channels_last,
+             **model_specific}
+    kwargs = {k: v for k, v in given.items() if v is not None}
     check_network_options(cfg, kwargs)
     if "layer" in kwargs and "layers" not in cfg.extra:
         raise UsageError(f"--layer is not available for {name}: its features come from one layer ({cfg.feature_layer})")
@@ -147,7 +258,7 @@ def create_extractor(name: str, **kwargs: Any) -> Any:
     overrides = {k: kwargs.pop(k) for k in ("input_size", "resize_size") if k in kwargs}
     if cfg.extra.get("sizes_from_weights"):
         # the crop is read from the weights file (fine-tuned encoders): the builder applies the overrides
-        ext = MODELS[name].builder(cfg, **kwargs, **overrides)
+        ext = entry.builder(cfg, **kwargs, **overrides)
     else:
         if "input_size" in overrides and "resize_size" not in overrides:
             # keep the model's crop ratio when only the crop size changes
@@ -155,7 +266,7 @@ def create_extractor(name: str, **kwargs: Any) -> Any:
         if overrides:
             cfg = replace(cfg, **overrides)
             check_input_size(cfg)
-        ext = MODELS[name].builder(cfg, **kwargs)
+        ext = entry.builder(cfg, **kwargs)
     if getattr(ext, "weights_path", None) is None and kwargs.get("weights"):
         ext.weights_path = str(kwargs["weights"])
     return ext

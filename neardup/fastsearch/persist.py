@@ -440,28 +440,36 @@ def _input_paths(images: str | os.PathLike | Sequence[str]) -> tuple[list[str], 
 
 
 def extract_like_index(meta: IndexMeta, images: str | os.PathLike | Sequence[str], device: str | None = None,
-                       weights: str | None = None,
-                       workers: int | None = None) -> tuple[np.ndarray, list[str], list[dict]]:
+                       weights: str | None = None, workers: int | None = None, show_progress: bool = False,
+                       engine: str = "auto") -> tuple[np.ndarray, list[str], list[dict]]:
     """Features of ``images`` (folder, list file, or a list of paths) with the index's model and preprocessing.
 
     Extracted in memory, path by path: nothing is written, and file names are never parsed from text.
+    The extractor is built as ``neardup extract`` builds it (same engine, ``auto`` by default).
 
     Returns:
         (features, resolved paths, skipped) - skipped as ``{"path", "reason"}``.
+
+    Raises:
+        UsageError: a stored transform, a fine-tuned model without ``weights``, or features that do not match.
     """
     from neardup.extract.pipeline import encode_paths
-    from neardup.extract.registry import create_extractor
+    from neardup.extract.registry import builder_name, create_extractor
 
     if meta.transform is not None:
         raise UsageError("this index holds features with a stored transform (L2/whitening): extract the images with "
                          "`neardup extract --transform-from FEATURES` and add that folder with `neardup index add`")
+    name = builder_name(meta.model)
+    if name != meta.model and not weights:
+        raise UsageError(f"this index holds features of a fine-tuned encoder ({meta.model}): pass --weights with the "
+                         f"file they were extracted with (RUN_DIR/best.pt from neardup finetune)")
     paths, problems = _input_paths(images)
     pre = meta.preprocessing or {}
-    ext = create_extractor(meta.model, weights=weights, device=device, input_size=pre.get("input_size") or None,
-                           resize_size=pre.get("resize_size") or None)
+    ext = create_extractor(name, weights=weights, device=device, engine=engine,
+                           input_size=pre.get("input_size") or None, resize_size=pre.get("resize_size") or None)
     d = ext.describe()
     check_compatible(meta, d["model"], d["num_features"], d["preprocessing"], "the extractor's features")
-    feats, idx = encode_paths(ext, paths, workers=workers)
+    feats, idx = encode_paths(ext, paths, workers=workers, show_progress=show_progress, desc=f"encode {ext.name}")
     if feats.dtype.kind == "f":
         feats = feats.astype(np.float32, copy=False)
         check_finite(feats, f"features extracted with {meta.model} (check the weights)")
@@ -471,11 +479,12 @@ def extract_like_index(meta: IndexMeta, images: str | os.PathLike | Sequence[str
 
 
 def add_images(index_dir: str | os.PathLike, images: str | os.PathLike | Sequence[str], device: str | None = None,
-               weights: str | None = None, workers: int | None = None) -> tuple[int, list[dict]]:
+               weights: str | None = None, workers: int | None = None,
+               show_progress: bool = False) -> tuple[int, list[dict]]:
     """Extract ``images`` with the index's model and append them: (vectors added, skipped files)."""
     with _locked_update(index_dir):
         idx = IndexDir.open(index_dir)
-        feats, paths, skipped = extract_like_index(idx.meta, images, device, weights, workers)
+        feats, paths, skipped = extract_like_index(idx.meta, images, device, weights, workers, show_progress)
         n = idx.add(feats, paths)
         if n:
             idx.commit()
@@ -498,13 +507,14 @@ class QueryResult:
 
 
 def query_index(index_dir: str | os.PathLike, images: Sequence[str], k: int = 10, params: dict[str, int] | None = None,
-                device: str | None = None, weights: str | None = None, workers: int | None = None) -> QueryResult:
+                device: str | None = None, weights: str | None = None, workers: int | None = None,
+                show_progress: bool = False) -> QueryResult:
     """Search the index for each image; scores are similarities (cosine, or negated distance)."""
     if k < 1:
         raise UsageError("k must be >= 1")
     idx = IndexDir.open(index_dir)
     set_search_params(idx.index, params or {})
-    feats, paths, skipped = extract_like_index(idx.meta, list(images), device, weights, workers)
+    feats, paths, skipped = extract_like_index(idx.meta, list(images), device, weights, workers, show_progress)
     results = []
     if len(feats):
         kk = min(k, idx.index.ntotal)

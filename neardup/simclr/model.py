@@ -45,15 +45,12 @@ def load_encoder(model: str, weights: str | None, image_size: int | None = None)
 def stages(encoder: torch.nn.Module) -> list[list[torch.nn.Module]]:
     """The encoder's stages in input order (stem first), for freezing early layers.
 
-    Knows timm EfficientNet-style nets (``conv_stem``/``bn1`` + ``blocks``) and
-    torchvision ResNets (``conv1``/``bn1`` + ``layer1..4``).
+    The layout is the one its registry entry names (``ModelCfg.stages``), recorded on the network
+    when the registry built it; ``[]`` for networks whose entry names none (Inception v3, ViT).
     """
-    net = getattr(encoder, "net", encoder)
-    if hasattr(net, "blocks") and hasattr(net, "conv_stem"):
-        return [[net.conv_stem, net.bn1]] + [[b] for b in net.blocks]
-    if all(hasattr(net, n) for n in ("conv1", "bn1", "layer1", "layer4")):
-        return [[net.conv1, net.bn1]] + [[getattr(net, f"layer{i}")] for i in range(1, 5)]
-    return []
+    from neardup.extract.base import stage_modules
+
+    return stage_modules(encoder)
 
 
 def freeze_stages(encoder: torch.nn.Module, n: int) -> int:

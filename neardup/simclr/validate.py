@@ -12,7 +12,6 @@ from neardup.data.images import list_images
 from neardup.data.manifest import image_ids, load_ground_truth
 from neardup.errors import UsageError
 from neardup.extract.base import TorchExtractor
-from neardup.extract.onnx_engine import attach
 from neardup.extract.pipeline import encode_paths
 from neardup.extract.registry import ModelCfg
 from neardup.fastsearch.dataset import RetrievalSet
@@ -41,8 +40,7 @@ class Validator:
 
     def features(self, encoder: torch.nn.Module, cfg: ModelCfg) -> dict[str, Any]:
         device = next(encoder.parameters()).device
-        ext = TorchExtractor(cfg, encoder, device=str(device), amp="off", channels_last=False)
-        ext.engine = attach(ext, self.engine)
+        ext = TorchExtractor(cfg, encoder, device=str(device), amp="off", channels_last=False, engine=self.engine)
         out = {}
         for name, paths in (("db", self.db_paths), ("distractors", self.distractor_paths), ("queries", self.query_paths)):
             feats, idx = encode_paths(ext, paths) if paths else (np.zeros((0, cfg.num_features), np.float32), np.zeros(0, int))

@@ -7,6 +7,7 @@ from neardup.extract.base import build_transform
 from neardup.extract.registry import MODELS, create_extractor, get_model_cfg, list_models
 from tests.conftest import make_image
 
+
 class Unpicklable:
     pass
 
@@ -101,11 +102,10 @@ def test_hashes_are_64_packed_bits_and_match_imagehash(name, sample_photo):
 
 
 def test_onnx_engine_matches_torch(sample_photo):
-    from neardup.extract.onnx_engine import attach
-
     e = create_extractor("efficientnet_lite0", device="cpu")
     x = torch.stack([e.transform(sample_photo), e.transform(make_image(4, (320, 240)))])
     ref = e.encode(x)
-    assert attach(e, "onnx") == "onnx"
-    assert e.onnx.max_abs_diff <= 1e-4
-    assert np.abs(e.encode(x) - ref).max() <= 1e-4
+    o = create_extractor("efficientnet_lite0", device="cpu", engine="onnx")  # the engine is chosen when built
+    assert e.engine == "torch" and o.engine == "onnx" and o.describe()["engine"] == "onnx"
+    assert o.onnx.max_abs_diff <= 1e-4
+    assert np.abs(o.encode(x) - ref).max() <= 1e-4

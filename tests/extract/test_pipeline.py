@@ -1,9 +1,11 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from neardup.errors import UsageError
+from neardup.extract.config import ExtractConfig
 from neardup.extract.pipeline import extract_features
 from neardup.extract.store import FeatureStore
 from tests.conftest import make_image
@@ -22,7 +24,7 @@ def _bad_files(d):
 
 def test_extract_skips_bad_files_and_reports_reasons(image_dir, tmp_path):
     _bad_files(image_dir)
-    rep = extract_features(image_dir, tmp_path / "f", "phash", workers=0, show_progress=False)
+    rep = extract_features(image_dir, tmp_path / "f", ExtractConfig("phash", workers=0), show_progress=False)
     assert rep.count == 7  # 6 generated + big.jpg
     reasons = {s["path"].rsplit("/", 1)[1]: s["reason"] for s in rep.skipped}
     assert reasons["empty.jpg"] == "empty file"
@@ -37,56 +39,59 @@ def test_extract_skips_bad_files_and_reports_reasons(image_dir, tmp_path):
 
 
 def test_features_reproducible_and_resumable(image_dir, tmp_path):
-    a = extract_features(image_dir, tmp_path / "a", "efficientnet_lite0", workers=0, batch_size=4, shard_size=4,
-                         engine="torch", show_progress=False)
+    a = extract_features(image_dir, tmp_path / "a", ExtractConfig("efficientnet_lite0", workers=0, batch_size=4,
+                         shard_size=4, engine="torch"), show_progress=False)
     fa = FeatureStore.open(tmp_path / "a").features()
     assert fa.shape == (6, 1280) and a.count == 6
     # a second run with the same arguments finds every shard committed and redoes nothing
-    b = extract_features(image_dir, tmp_path / "a", "efficientnet_lite0", workers=0, batch_size=4, shard_size=4,
-                         engine="torch", show_progress=False)
+    b = extract_features(image_dir, tmp_path / "a", ExtractConfig("efficientnet_lite0", workers=0, batch_size=4,
+                         shard_size=4, engine="torch"), show_progress=False)
     assert b.resumed_shards == 2
     # drop the last shard's commit record: only that shard is recomputed, identically
     (tmp_path / "a" / "shards" / "00001.json").unlink()
-    c = extract_features(image_dir, tmp_path / "a", "efficientnet_lite0", workers=1, batch_size=3, shard_size=4,
-                         engine="torch", show_progress=False)
+    c = extract_features(image_dir, tmp_path / "a", ExtractConfig("efficientnet_lite0", workers=1, batch_size=3,
+                         shard_size=4, engine="torch"), show_progress=False)
     assert c.resumed_shards == 1
     assert np.array_equal(FeatureStore.open(tmp_path / "a").features(), fa)
 
 
 def test_changed_model_on_existing_output_fails_clearly(image_dir, tmp_path):
-    extract_features(image_dir, tmp_path / "o", "phash", workers=0, show_progress=False)
+    extract_features(image_dir, tmp_path / "o", ExtractConfig("phash", workers=0), show_progress=False)
     with pytest.raises(UsageError, match="different model.*--overwrite"):
-        extract_features(image_dir, tmp_path / "o", "dhash", workers=0, show_progress=False)
-    rep = extract_features(image_dir, tmp_path / "o", "dhash", workers=0, overwrite=True, show_progress=False)
+        extract_features(image_dir, tmp_path / "o", ExtractConfig("dhash", workers=0), show_progress=False)
+    rep = extract_features(image_dir, tmp_path / "o", ExtractConfig("dhash", workers=0, overwrite=True),
+                           show_progress=False)
     assert rep.model == "dhash" and FeatureStore.open(tmp_path / "o").model == "dhash"
 
 
 def test_empty_and_missing_inputs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="no images"):
-        extract_features(tmp_path / "empty", tmp_path / "o", "phash", show_progress=False)
+        extract_features(tmp_path / "empty", tmp_path / "o", ExtractConfig("phash"), show_progress=False)
     with pytest.raises(UsageError, match="not found"):
-        extract_features(tmp_path / "missing", tmp_path / "o", "phash", show_progress=False)
+        extract_features(tmp_path / "missing", tmp_path / "o", ExtractConfig("phash"), show_progress=False)
     only_bad = tmp_path / "bad"
     only_bad.mkdir()
     (only_bad / "x.jpg").write_bytes(b"junk")
     with pytest.raises(UsageError, match="no readable images"):
-        extract_features(only_bad, tmp_path / "o2", "phash", workers=0, show_progress=False)
+        extract_features(only_bad, tmp_path / "o2", ExtractConfig("phash", workers=0), show_progress=False)
 
 
 def test_float16_storage_and_stored_whitening_applied_to_queries(image_dir, tmp_path):
     from neardup.extract.postprocess import fit_transform
 
-    common = dict(model="efficientnet_lite0", workers=0, engine="torch", show_progress=False)
-    extract_features(image_dir, tmp_path / "raw", **common)
-    extract_features(image_dir, tmp_path / "half", dtype="float16", **common)
+    common = dict(model="efficientnet_lite0", workers=0, engine="torch")
+    extract_features(image_dir, tmp_path / "raw", ExtractConfig(**common), show_progress=False)
+    extract_features(image_dir, tmp_path / "half", ExtractConfig(dtype="float16", **common), show_progress=False)
     raw = FeatureStore.open(tmp_path / "raw")
     half = FeatureStore.open(tmp_path / "half")
     assert half.raw_features().dtype == np.float16
-    assert (tmp_path / "half" / "shards" / "00000.npy").stat().st_size < 0.55 * (tmp_path / "raw" / "shards" / "00000.npy").stat().st_size
+    shard = Path("shards") / "00000.npy"
+    assert (tmp_path / "half" / shard).stat().st_size < 0.55 * (tmp_path / "raw" / shard).stat().st_size
     np.testing.assert_allclose(half.features().astype(np.float32), raw.features(), rtol=2e-3, atol=2e-3)
 
-    extract_features(image_dir, tmp_path / "db", whiten=4, whiten_sample=6, **common)
+    extract_features(image_dir, tmp_path / "db", ExtractConfig(whiten=4, whiten_sample=6, **common),
+                     show_progress=False)
     db = FeatureStore.open(tmp_path / "db")
     assert db.dim == 4 and db.features().shape == (6, 4) and db.meta["transform"]["whiten_dim"] == 4
     np.testing.assert_allclose(np.linalg.norm(db.features(), axis=1), 1.0, rtol=1e-5)
@@ -94,7 +99,8 @@ def test_float16_storage_and_stored_whitening_applied_to_queries(image_dir, tmp_
     ref = fit_transform(raw.raw_features(), l2=True, whiten_dim=4).apply(raw.raw_features())
     np.testing.assert_allclose(db.features(), ref, atol=1e-5)
     # queries get the same transform, and a mismatch is refused
-    extract_features(image_dir, tmp_path / "q", transform_from=str(tmp_path / "db"), **common)
+    extract_features(image_dir, tmp_path / "q", ExtractConfig(transform_from=str(tmp_path / "db"), **common),
+                     show_progress=False)
     q = FeatureStore.open(tmp_path / "q")
     np.testing.assert_allclose(q.features(), db.features(), atol=1e-6)
     from neardup.fastsearch.dataset import load_retrieval_set
@@ -102,4 +108,5 @@ def test_float16_storage_and_stored_whitening_applied_to_queries(image_dir, tmp_
     with pytest.raises(UsageError, match="different stored transforms"):
         load_retrieval_set(tmp_path / "db", tmp_path / "raw")
     with pytest.raises(UsageError, match="float features, not to hashes"):
-        extract_features(image_dir, tmp_path / "h", "phash", normalize=True, workers=0, show_progress=False)
+        extract_features(image_dir, tmp_path / "h", ExtractConfig("phash", normalize=True, workers=0),
+                         show_progress=False)

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from neardup.errors import UsageError
+from neardup.extract.config import ExtractConfig
 from neardup.extract.pipeline import extract_features
 from neardup.extract.registry import create_extractor, get_model_cfg
 from neardup.extract.store import FeatureStore
@@ -24,7 +25,7 @@ from neardup.outdir import MARKER
 from tests.conftest import make_image
 from tests.extract.tiny import CORRUPTIONS, TinyExtractor, tiny_store
 
-FAST = dict(workers=0, show_progress=False)
+FAST = dict(workers=0)  # ExtractConfig fields; calls pass show_progress=False
 
 
 # --------------------------------------------------------------------------- 1. --overwrite never loses data
@@ -35,23 +36,23 @@ def test_overwrite_into_a_foreign_folder_removes_nothing(image_dir, tmp_path):
     (out / "meta.json").write_text("{}")
     (out / "notes.txt").write_text("keep me")
     with pytest.raises(UsageError, match="not empty and was not written by `neardup extract`"):
-        extract_features(image_dir, out, "phash", **FAST)
+        extract_features(image_dir, out, ExtractConfig("phash", **FAST), show_progress=False)
     with pytest.raises(UsageError, match="meta.json exists and was not written by neardup"):
-        extract_features(image_dir, out, "phash", overwrite=True, **FAST)
+        extract_features(image_dir, out, ExtractConfig("phash", overwrite=True, **FAST), show_progress=False)
     assert (out / "shards" / "precious.npy").read_bytes() == b"their data"
     assert (out / "meta.json").read_text() == "{}" and (out / "notes.txt").read_text() == "keep me"
     # with none of extract's names taken, --overwrite writes beside the user's files
     (out / "meta.json").unlink()
     shutil.rmtree(out / "shards")
-    rep = extract_features(image_dir, out, "phash", overwrite=True, **FAST)
+    rep = extract_features(image_dir, out, ExtractConfig("phash", overwrite=True, **FAST), show_progress=False)
     assert rep.count == 6 and (out / "notes.txt").read_text() == "keep me"
 
 
 def test_overwrite_of_its_own_output_removes_only_its_files(image_dir, tmp_path):
     out = tmp_path / "f"
-    extract_features(image_dir, out, "phash", normalize=False, **FAST)
+    extract_features(image_dir, out, ExtractConfig("phash", normalize=False, **FAST), show_progress=False)
     (out / "mine.txt").write_text("user notes")
-    extract_features(image_dir, out, "dhash", overwrite=True, **FAST)
+    extract_features(image_dir, out, ExtractConfig("dhash", overwrite=True, **FAST), show_progress=False)
     assert FeatureStore.open(out).model == "dhash" and (out / "mine.txt").read_text() == "user notes"
     assert json.loads((out / MARKER).read_text())["command"] == "extract"
 
@@ -59,23 +60,24 @@ def test_overwrite_of_its_own_output_removes_only_its_files(image_dir, tmp_path)
 def test_legacy_extraction_is_recognised_but_not_resumed(image_dir, tmp_path):
     """A folder from before output markers: --overwrite may replace it; a plain re-run cannot trust it."""
     out = tmp_path / "old"
-    extract_features(image_dir, out, "phash", **FAST)
+    extract_features(image_dir, out, ExtractConfig("phash", **FAST), show_progress=False)
     (out / MARKER).unlink()
     job = json.loads((out / "job.json").read_text())
     for key in ("job_schema", "weights_sha256", "amp", "max_pixels", "globs"):
         job.pop(key)
     (out / "job.json").write_text(json.dumps(job))
     with pytest.raises(UsageError, match="older neardup.*--overwrite"):
-        extract_features(image_dir, out, "phash", **FAST)
-    assert extract_features(image_dir, out, "phash", overwrite=True, **FAST).count == 6
+        extract_features(image_dir, out, ExtractConfig("phash", **FAST), show_progress=False)
+    assert extract_features(image_dir, out, ExtractConfig("phash", overwrite=True, **FAST),
+                            show_progress=False).count == 6
 
 
 def test_shards_without_a_job_record_are_not_trusted(image_dir, tmp_path):
     out = tmp_path / "f"
-    extract_features(image_dir, out, "phash", **FAST)
+    extract_features(image_dir, out, ExtractConfig("phash", **FAST), show_progress=False)
     (out / "job.json").unlink()
     with pytest.raises(UsageError, match="shards but no job.json"):
-        extract_features(image_dir, out, "phash", **FAST)
+        extract_features(image_dir, out, ExtractConfig("phash", **FAST), show_progress=False)
 
 
 # --------------------------------------------------------------------------- 2. a resume never mixes jobs
@@ -89,8 +91,7 @@ def two_encoders(tmp_path_factory):
     cfg = get_model_cfg("efficientnet_lite0")
     for seed, name in ((0, "A.pt"), (1, "B.pt")):
         torch.manual_seed(seed)
-        ext = MODELS["efficientnet_lite0"].builder(cfg, pretrained=False, device="cpu")
-        export_encoder(d / name, ext.model, cfg)
+        export_encoder(d / name, MODELS["efficientnet_lite0"].arch(cfg), cfg)  # random weights
     return d
 
 
@@ -104,15 +105,17 @@ def _interrupt(out: Path) -> None:
 def test_resume_with_other_weights_is_refused(image_dir, tmp_path, two_encoders, one_thread):
     common = dict(model="finetuned", engine="torch", shard_size=2, input_size=32, **FAST)
     out = tmp_path / "f"
-    extract_features(image_dir, out, weights=str(two_encoders / "A.pt"), **common)
+    extract_features(image_dir, out, ExtractConfig(weights=str(two_encoders / "A.pt"), **common), show_progress=False)
     clean = FeatureStore.open(out).features().copy()
     _interrupt(out)
     with pytest.raises(UsageError, match=r"different weights \(--weights \(file content\): sha256 \w+ -> sha256 \w+\)"
                                          r".*new --out.*--overwrite"):
-        extract_features(image_dir, out, weights=str(two_encoders / "B.pt"), **common)
+        extract_features(image_dir, out, ExtractConfig(weights=str(two_encoders / "B.pt"), **common),
+                         show_progress=False)
     # the same file under another name is the same job: the resume goes on, identically
     shutil.copy(two_encoders / "A.pt", tmp_path / "copy_of_A.pt")
-    rep = extract_features(image_dir, out, weights=str(tmp_path / "copy_of_A.pt"), **common)
+    rep = extract_features(image_dir, out, ExtractConfig(weights=str(tmp_path / "copy_of_A.pt"), **common),
+                           show_progress=False)
     assert rep.resumed_shards == 1
     np.testing.assert_array_equal(FeatureStore.open(out).features(), clean)
 
@@ -126,23 +129,27 @@ def test_resume_with_other_weights_is_refused(image_dir, tmp_path, two_encoders,
 def test_resume_with_a_changed_option_names_it(image_dir, tmp_path, change, message):
     out = tmp_path / "f"
     base = dict(model="phash", shard_size=2, **FAST)
-    extract_features(image_dir, out, **base)
+    extract_features(image_dir, out, ExtractConfig(**base), show_progress=False)
     _interrupt(out)
     with pytest.raises(UsageError) as err:
-        extract_features(image_dir, out, **{**base, **change})
+        extract_features(image_dir, out, ExtractConfig(**{**base, **change}), show_progress=False)
     assert message in str(err.value) and "--overwrite" in str(err.value)
-    assert extract_features(image_dir, out, **base).resumed_shards == 1  # unchanged options still resume
+    assert extract_features(image_dir, out, ExtractConfig(**base),
+                            show_progress=False).resumed_shards == 1  # unchanged options still resume
 
 
 def test_input_size_and_input_list_are_part_of_the_job(image_dir, tmp_path, one_thread):
     out = tmp_path / "f"
-    extract_features(image_dir, out, "efficientnet_lite0", engine="torch", input_size=32, **FAST)
+    extract_features(image_dir, out, ExtractConfig("efficientnet_lite0", engine="torch", input_size=32, **FAST),
+                     show_progress=False)
     with pytest.raises(UsageError, match=r"preprocessing \(--input-size \(preprocessing\): crop 32, resize 37 bicubic "
                                          r"-> crop 48, resize 55 bicubic\)"):
-        extract_features(image_dir, out, "efficientnet_lite0", engine="torch", input_size=48, **FAST)
+        extract_features(image_dir, out, ExtractConfig("efficientnet_lite0", engine="torch", input_size=48, **FAST),
+                         show_progress=False)
     make_image(99).save(image_dir / "new.png")
     with pytest.raises(UsageError, match=r"different input list \(IMAGES \(the input list\): 6 -> 7\)"):
-        extract_features(image_dir, out, "efficientnet_lite0", engine="torch", input_size=32, **FAST)
+        extract_features(image_dir, out, ExtractConfig("efficientnet_lite0", engine="torch", input_size=32, **FAST),
+                         show_progress=False)
 
 
 def test_weights_digest_is_cached_and_follows_the_file(tmp_path, monkeypatch):
@@ -169,8 +176,8 @@ def test_finetuned_honours_input_size(image_dir, tmp_path, two_encoders, one_thr
     assert tuple(ext.transform(make_image(0)).shape) == (3, 64, 64)
     default = create_extractor("finetuned", weights=weights, device="cpu")
     assert tuple(default.transform(make_image(0)).shape) == (3, 224, 224)  # the file's own crop
-    rep = extract_features(image_dir, tmp_path / "f", "finetuned", weights=weights, input_size=64, engine="torch",
-                           **FAST)
+    rep = extract_features(image_dir, tmp_path / "f", ExtractConfig("finetuned", weights=weights, input_size=64,
+                           engine="torch", **FAST), show_progress=False)
     meta = FeatureStore.open(tmp_path / "f").meta
     assert rep.count == 6 and meta["preprocessing"]["input_size"] == 64
 
@@ -188,9 +195,10 @@ def test_hashes_refuse_network_options(kwargs, flags):
 
 def test_hashes_refuse_float_options(image_dir, tmp_path):
     with pytest.raises(UsageError, match="--dtype float16 applies to float features"):
-        extract_features(image_dir, tmp_path / "f", "phash", dtype="float16", **FAST)
+        extract_features(image_dir, tmp_path / "f", ExtractConfig("phash", dtype="float16", **FAST),
+                         show_progress=False)
     with pytest.raises(UsageError, match="--engine onnx applies to networks"):
-        extract_features(image_dir, tmp_path / "f", "phash", engine="onnx", **FAST)
+        extract_features(image_dir, tmp_path / "f", ExtractConfig("phash", engine="onnx", **FAST), show_progress=False)
     assert not (tmp_path / "f").exists()
 
 
@@ -223,12 +231,13 @@ def test_extreme_aspect_ratio_runs_in_bounded_memory(tmp_path):
     script = textwrap.dedent(f"""
         import json, resource
         from neardup.extract.pipeline import extract_features
+        from neardup.extract.config import ExtractConfig
         from neardup.extract.registry import create_extractor
         ext = create_extractor("efficientnet_lite0", device="cpu")
         vm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize")) * 1024
         resource.setrlimit(resource.RLIMIT_AS, (vm + (3 << 29), resource.RLIM_INFINITY))
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        rep = extract_features({str(images)!r}, {str(tmp_path / 'f')!r}, extractor=ext, workers=0,
+        rep = extract_features({str(images)!r}, {str(tmp_path / 'f')!r}, ExtractConfig(workers=0), extractor=ext,
                                show_progress=False)
         grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
         print(json.dumps({{"count": rep.count, "skipped": rep.skipped, "grew": grew}}))
@@ -261,17 +270,17 @@ def test_list_files_mixing_paths_or_not_utf8(image_dir, tmp_path):
     mixed = tmp_path / "mixed.txt"
     mixed.write_text(f"{image_dir / 'img0.png'}\nimages/img1.png\n")
     with pytest.raises(UsageError, match=r"mixed.txt mixes absolute paths \(line 1: .*\) and relative ones \(line 2"):
-        extract_features(mixed, tmp_path / "o", "phash", **FAST)
+        extract_features(mixed, tmp_path / "o", ExtractConfig("phash", **FAST), show_progress=False)
     latin = tmp_path / "latin.txt"
     latin.write_bytes(f"{image_dir / 'img0.png'}\n".encode() + b"caf\xe9.png\n")
     with pytest.raises(UsageError, match="latin.txt is not UTF-8 text"):
-        extract_features(latin, tmp_path / "o", "phash", **FAST)
+        extract_features(latin, tmp_path / "o", ExtractConfig("phash", **FAST), show_progress=False)
     with pytest.raises(UsageError, match="img0.png is an image; give a folder"):
-        extract_features(image_dir / "img0.png", tmp_path / "o", "phash", **FAST)
+        extract_features(image_dir / "img0.png", tmp_path / "o", ExtractConfig("phash", **FAST), show_progress=False)
     assert not (tmp_path / "o").exists()
     ok = tmp_path / "ok.txt"
     ok.write_text(f"# absolute paths only\n{image_dir / 'img0.png'}\n\n{image_dir / 'img1.png'}\n")
-    assert extract_features(ok, tmp_path / "o", "phash", **FAST).count == 2
+    assert extract_features(ok, tmp_path / "o", ExtractConfig("phash", **FAST), show_progress=False).count == 2
 
 
 @pytest.fixture
@@ -348,13 +357,14 @@ def test_shared_references_are_walked_once():
 # --------------------------------------------------------------------------- 6. temp files and a full disk
 def test_resume_removes_stale_temp_files(image_dir, tmp_path):
     out = tmp_path / "f"
-    extract_features(image_dir, out, "phash", shard_size=2, **FAST)
+    extract_features(image_dir, out, ExtractConfig("phash", shard_size=2, **FAST), show_progress=False)
     _interrupt(out)
     stale = [out / ".meta.json.abc123.tmp", out / "shards" / ".00001.npy.xyz.tmp"]
     for p in stale:
         p.write_bytes(b"half a write")
     (out / "shards" / "notes.tmp").write_text("not ours: no leading dot")
-    assert extract_features(image_dir, out, "phash", shard_size=2, **FAST).resumed_shards == 1
+    assert extract_features(image_dir, out, ExtractConfig("phash", shard_size=2, **FAST),
+                            show_progress=False).resumed_shards == 1
     assert not any(p.exists() for p in stale) and (out / "shards" / "notes.tmp").exists()
 
 
@@ -368,7 +378,8 @@ def test_a_second_writer_gets_one_clear_error(image_dir, tmp_path):
     from neardup.outdir import folder_lock
 
     out = tmp_path / "f"
-    extract_features(image_dir, out, "phash", **FAST)
+    extract_features(image_dir, out, ExtractConfig("phash", **FAST), show_progress=False)
     with folder_lock(out), pytest.raises(UsageError, match="another neardup process is writing"):
-        extract_features(image_dir, out, "phash", **FAST)
-    assert extract_features(image_dir, out, "phash", **FAST).resumed_shards == 1  # the lock is released after
+        extract_features(image_dir, out, ExtractConfig("phash", **FAST), show_progress=False)
+    assert extract_features(image_dir, out, ExtractConfig("phash", **FAST),
+                            show_progress=False).resumed_shards == 1  # the lock is released after

@@ -1,12 +1,14 @@
 """A folder with every kind of problematic file a real collection holds (issue: extraction under faults)."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from neardup.data.images import ImageDecodeError, load_image, walk_images
+from neardup.extract.config import ExtractConfig
 from neardup.extract.pipeline import extract_features
 from neardup.extract.store import FeatureStore
 from tests.conftest import make_image
@@ -74,13 +76,13 @@ def build_collection(bad: os.PathLike, clean: os.PathLike) -> dict[str, str]:
         raw.seek(0)
         expect("anim", np.asarray(raw.convert("RGB")))
     # unusable files
-    jpg = open(os.path.join(bad, "exif_rot.jpg"), "rb").read()
-    open(os.path.join(bad, "truncated.jpg"), "wb").write(jpg[: len(jpg) // 2])
-    png = open(os.path.join(bad, "rgba.png"), "rb").read()
-    open(os.path.join(bad, "truncated.png"), "wb").write(png[: len(png) // 2])
-    open(os.path.join(bad, "empty.jpg"), "wb").close()
-    open(os.path.join(bad, "readme.png"), "w").write("not an image at all")
-    open(os.path.join(bad, "garbage.jpg"), "wb").write(b"\xff\xd8\xff" + os.urandom(200))
+    jpg = Path(bad, "exif_rot.jpg").read_bytes()
+    Path(bad, "truncated.jpg").write_bytes(jpg[: len(jpg) // 2])
+    png = Path(bad, "rgba.png").read_bytes()
+    Path(bad, "truncated.png").write_bytes(png[: len(png) // 2])
+    Path(bad, "empty.jpg").write_bytes(b"")
+    Path(bad, "readme.png").write_text("not an image at all")
+    Path(bad, "garbage.jpg").write_bytes(b"\xff\xd8\xff" + os.urandom(200))
     Image.new("1", (5000, 4000)).save(os.path.join(bad, "bomb.png"))  # 20 MP of zeros, a few KB on disk
     return {"truncated.jpg": "truncated", "truncated.png": "", "empty.jpg": "empty file", "readme.png": "not an image",
             "garbage.jpg": "", "bomb.png": "too many pixels"}
@@ -91,19 +93,18 @@ def test_every_problem_file_is_decoded_right_or_skipped_with_its_reason(tmp_path
     bad.mkdir()
     clean.mkdir()
     expected_skips = build_collection(bad, clean)
-    common = dict(model="efficientnet_lite0", workers=1, batch_size=4, engine="torch", max_pixels=10_000_000,
-                  show_progress=False)
-    rep = extract_features(bad, tmp_path / "f_bad", **common)
-    extract_features(clean, tmp_path / "f_clean", **common)
+    common = dict(model="efficientnet_lite0", workers=1, batch_size=4, engine="torch", max_pixels=10_000_000)
+    rep = extract_features(bad, tmp_path / "f_bad", ExtractConfig(**common), show_progress=False)
+    extract_features(clean, tmp_path / "f_clean", ExtractConfig(**common), show_progress=False)
     reasons = {os.path.basename(s["path"]): s["reason"] for s in rep.skipped}
     assert set(reasons) == set(expected_skips), reasons
     for name, prefix in expected_skips.items():
         assert reasons[name].startswith(prefix), (name, reasons[name])
     got = FeatureStore.open(tmp_path / "f_bad")
     ref = FeatureStore.open(tmp_path / "f_clean")
-    ref_by_name = dict(zip([os.path.basename(p).rsplit(".", 1)[0] for p in ref.paths], ref.features()))
+    ref_by_name = dict(zip([os.path.basename(p).rsplit(".", 1)[0] for p in ref.paths], ref.features(), strict=True))
     assert len(got) == 9  # exif, cmyk, gray16 png+tif, gray8, rgba, la, palette, gif
-    for path, feat in zip(got.paths, got.features()):
+    for path, feat in zip(got.paths, got.features(), strict=True):
         stem = os.path.basename(path).rsplit(".", 1)[0]
         np.testing.assert_allclose(feat, ref_by_name[stem], atol=1e-5, err_msg=stem)
 

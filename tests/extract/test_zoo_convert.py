@@ -277,6 +277,7 @@ def test_byol_registry_with_solo_learn_and_lightly_files(tmp_path):
 
 # --------------------------------------------------------------------------- end to end on photos
 def test_extract_simclr_v2_r50_1x_sk1_on_bsds_photos(tmp_path, bsds_val):
+    from neardup.extract.config import ExtractConfig
     from neardup.extract.pipeline import extract_features
 
     src = randomize(S.build_v2(50, 1, 1), seed=31)
@@ -285,6 +286,7 @@ def test_extract_simclr_v2_r50_1x_sk1_on_bsds_photos(tmp_path, bsds_val):
     listing = tmp_path / "eight.txt"
     paths = sorted(str(p) for p in bsds_val.glob("*.jpg"))[:8]
     listing.write_text("\n".join(paths) + "\n")
-    rep = extract_features(str(listing), tmp_path / "feats", "simclr_v2_r50_1x_sk1", weights=str(weights),
-                           engine="torch", workers=0, batch_size=4, device="cpu", show_progress=False)
+    rep = extract_features(str(listing), tmp_path / "feats", ExtractConfig("simclr_v2_r50_1x_sk1",
+                           weights=str(weights), engine="torch", workers=0, batch_size=4, device="cpu"),
+                           show_progress=False)
     assert rep.count == 8 and not rep.skipped

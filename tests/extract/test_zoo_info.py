@@ -1,11 +1,7 @@
-"""zoo_info rows for `neardup models` and the adaptive batch-size helper."""
+"""zoo_info rows for `neardup models`: every registry entry, parameter counts on the meta device."""
 
-import numpy as np
 import pytest
-import torch
 
-from neardup.errors import UsageError
-from neardup.extract.batching import AdaptiveEncoder
 from neardup.extract.registry import list_models
 from neardup.extract.zoo_info import build_architecture, count_params, model_rows
 
@@ -28,28 +24,3 @@ def test_params_are_counted_on_the_meta_device(name, millions):
     net = build_architecture(name)
     assert next(net.parameters()).device.type == "meta"
     assert round(count_params(net) / 1e6, 1) == millions
-
-
-def test_adaptive_encoder_halves_on_oom_and_keeps_the_size():
-    calls = []
-
-    def encode(x):
-        calls.append(len(x))
-        if len(x) > 3:
-            raise torch.OutOfMemoryError("CUDA out of memory")
-        return x.numpy() * 2
-
-    enc = AdaptiveEncoder(encode, name="m")
-    x = torch.arange(10, dtype=torch.float32)[:, None]
-    assert np.array_equal(enc(x), x.numpy() * 2)
-    assert enc.batch == 2 and enc.halvings == 2 and calls[:3] == [10, 5, 2]
-    enc(x)
-    assert max(calls[-5:]) == 2  # the smaller size is kept
-
-
-def test_adaptive_encoder_fails_clearly_at_batch_one():
-    def encode(x):
-        raise torch.OutOfMemoryError("CUDA out of memory")
-
-    with pytest.raises(UsageError, match="m runs out of GPU memory even at batch size 1"):
-        AdaptiveEncoder(encode, 4, name="m")(torch.zeros(4, 1))

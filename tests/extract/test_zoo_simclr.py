@@ -10,7 +10,6 @@ from neardup.extract.models import simclr as S
 from neardup.extract.registry import MODELS, create_extractor
 from tests.conftest import make_image
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

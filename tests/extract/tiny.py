@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from neardup.extract.config import ExtractConfig
 from neardup.extract.pipeline import extract_features
 from neardup.extract.registry import ModelCfg
 
@@ -34,7 +35,7 @@ class TinyExtractor:
 
 
 def tiny_store(images: Path, out: Path, **kw: Any) -> Path:
-    extract_features(images, out, extractor=TinyExtractor(), workers=0, show_progress=False, **kw)
+    extract_features(images, out, ExtractConfig(workers=0, **kw), extractor=TinyExtractor(), show_progress=False)
     return out
 
 

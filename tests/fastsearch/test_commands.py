@@ -58,9 +58,10 @@ def test_search_bench_yaml_config_and_clear_errors(retrieval_folders, tmp_path):
 
 @pytest.mark.parametrize("factory", ["BFlat", "BHNSW"])
 def test_index_build_add_query_with_phash(image_dir, tmp_path, factory):
+    from neardup.extract.config import ExtractConfig
     from neardup.extract.pipeline import extract_features
 
-    extract_features(image_dir, tmp_path / "feats", "phash", workers=0, show_progress=False)
+    extract_features(image_dir, tmp_path / "feats", ExtractConfig("phash", workers=0), show_progress=False)
     idx = tmp_path / "idx"
     r = CliRunner()
     res = r.invoke(main, ["index", "build", str(tmp_path / "feats"), "--factory", factory, "--out", str(idx)])
@@ -82,7 +83,7 @@ def test_index_build_add_query_with_phash(image_dir, tmp_path, factory):
     res = r.invoke(main, ["query", str(idx), str(image_dir / "img3.png"), str(new / "n11.png"), "-k", "3",
                           "--grid", str(grid), "--workers", "0"])
     assert res.exit_code == 0, res.output
-    doc = json.loads(res.output)
+    doc = json.loads(res.stdout)  # the progress bar goes to stderr
     assert doc["schema"] == "neardup.query/1" and len(doc["results"]) == 2
     for q in doc["results"]:
         top = q["neighbours"][0]

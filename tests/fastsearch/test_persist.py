@@ -356,9 +356,10 @@ def test_too_few_training_vectors_are_refused_before_the_folder_is_touched(tmp_p
 
 def test_query_on_an_empty_list_of_neighbours(tmp_path, image_dir):
     """An index whose features all came from unreadable files still answers (no faiss assertion on k=0)."""
+    from neardup.extract.config import ExtractConfig
     from neardup.extract.pipeline import extract_features
 
-    extract_features(image_dir, tmp_path / "f", "phash", workers=0, show_progress=False)
+    extract_features(image_dir, tmp_path / "f", ExtractConfig("phash", workers=0), show_progress=False)
     build_index_dir(tmp_path / "f", "BFlat", tmp_path / "idx")
     idx = IndexDir.open(tmp_path / "idx")
     idx.index.reset()
@@ -371,10 +372,11 @@ def test_query_on_an_empty_list_of_neighbours(tmp_path, image_dir):
 
 def test_query_paths_with_blanks_and_newlines(tmp_path, image_dir):
     """Query paths go to the extractor as they are: no list file, so trailing blanks and newlines survive."""
+    from neardup.extract.config import ExtractConfig
     from neardup.extract.pipeline import extract_features
     from tests.conftest import make_image
 
-    extract_features(image_dir, tmp_path / "f", "phash", workers=0, show_progress=False)
+    extract_features(image_dir, tmp_path / "f", ExtractConfig("phash", workers=0), show_progress=False)
     build_index_dir(tmp_path / "f", "BFlat", tmp_path / "idx")
     odd = [tmp_path / "trailing blank.png ", tmp_path / "new\nline.png", tmp_path / " lead.png"]
     for p in odd:

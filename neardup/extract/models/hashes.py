@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Unpack
 
 import imagehash
 
 from neardup.extract.base import HashExtractor
-from neardup.extract.registry import ModelCfg, register_model
+from neardup.extract.registry import ExtractorOptions, ModelCfg, register_model
 
 HASHES = {
     "phash": (imagehash.phash, "DCT of a 32x32 grey image, bits above the median (Zauner 2010)"),
@@ -25,7 +25,9 @@ def _register(name: str) -> None:
                    paper="imagehash (J. Buchner)", license="BSD-2-Clause")
 
     @register_model(cfg)
-    def build(cfg: ModelCfg, **_: Any) -> HashExtractor:
+    def build(cfg: ModelCfg, *, weights: str | None = None, layer: str | None = None,
+              **options: Unpack[ExtractorOptions]) -> HashExtractor:
+        """No weights and no network: ``create_extractor`` has refused the options that would not apply."""
         return HashExtractor(cfg, functools.partial(fn, hash_size=8))
 
 

@@ -29,9 +29,9 @@ there, which shifts windows by a pixel). Inputs are RGB in [0, 1], not normalise
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +39,8 @@ from torch import nn
 
 import neardup._compat  # noqa: F401  (before torchvision)
 from neardup.errors import UsageError
-from neardup.extract.base import TorchExtractor
-from neardup.extract.registry import ModelCfg, register_model
+from neardup.extract.base import TorchExtractor, empty_model
+from neardup.extract.registry import RESNET_STAGES, ExtractorOptions, ModelCfg, register_model
 from neardup.extract.weights import describe_mismatch, find_in_hub_cache, hub_cache_dir, read_checkpoint
 
 BN_EPS = 1e-5
@@ -48,7 +48,7 @@ SK_RATIO = 0.0625
 DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 PAPER_V1 = "Chen et al., A Simple Framework for Contrastive Learning of Visual Representations, ICML 2020"
 PAPER_V2 = "Chen et al., Big Self-Supervised Models are Strong Semi-Supervised Learners, NeurIPS 2020"
-NO_NORM = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # SimCLR feeds RGB in [0, 1]
+NO_NORM: dict[str, Any] = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # SimCLR feeds RGB in [0, 1]
 
 
 # --------------------------------------------------------------------------- TF 'SAME' padding
@@ -366,17 +366,6 @@ def load_wide_resnet(model: WideResNet, path: str, prefixes: tuple[str, ...] = (
     load_backbone(model, strip_prefix(sd, prefixes), path)
 
 
-def empty_model(factory: Callable[[], nn.Module]) -> nn.Module:
-    """Build on the meta device, then allocate zeros: no random init for weights about to be overwritten."""
-    with torch.device("meta"):
-        model = factory()
-    model = model.to_empty(device="cpu")
-    with torch.no_grad():
-        for t in model.state_dict().values():
-            t.zero_()
-    return model
-
-
 def local_weights(filenames: list[str]) -> str | None:
     found = find_in_hub_cache(filenames)
     return str(found) if found else None
@@ -404,6 +393,10 @@ V2_MODELS = {v2_name(d, w, sk): (d, w, sk) for d in DEPTHS for w in (1, 2, 3) fo
 V1_MODELS = {f"simclr_v1_r50_{w}x": w for w in (1, 2, 4)}
 
 
+#: SimCLRv2Features: the stem, then block groups 1-4 of the backbone
+V2_STAGES = tuple((f"resnet.net.{i}",) for i in range(5))
+
+
 def build_v2(depth: int, width: int, sk: int, layer: str = "backbone") -> SimCLRv2Features:
     resnet, head = get_resnet(depth, width, SK_RATIO if sk else 0.0)
     return SimCLRv2Features(resnet, head, layer)
@@ -418,22 +411,20 @@ def _register_v2(name: str, depth: int, width: int, sk: int) -> None:
         feature_layer="global average pool of block_group4 (layer=backbone); layer=head0|head1|head2 for the "
                       "projection head's layers (head0: first layer after ReLU, head2: 128-d output)",
         paper=PAPER_V2, license="Apache-2.0 (google-research/simclr)",
-        extra={"depth": depth, "width": width, "sk_ratio": SK_RATIO if sk else 0.0, "files": [fname],
-               "layers": ["backbone", *HEAD_LAYERS]})
+        stages=V2_STAGES, extra={"depth": depth, "width": width, "sk_ratio": SK_RATIO if sk else 0.0,
+                                 "files": [fname], "layers": ["backbone", *HEAD_LAYERS]})
 
-    @register_model(cfg)
-    def build(cfg: ModelCfg, weights: str | None = None, layer: str | None = None, pretrained: bool = True,
-              **kw: Any) -> TorchExtractor:
+    @register_model(cfg, arch=lambda cfg: build_v2(depth, width, sk))
+    def build(cfg: ModelCfg, *, weights: str | None = None, layer: str | None = None,
+              **options: Unpack[ExtractorOptions]) -> TorchExtractor:
         layer = layer or "backbone"
         model = empty_model(lambda: build_v2(depth, width, sk, layer))
-        path = None
-        if pretrained:  # pretrained=False: architecture only, for a fine-tuned state dict loaded next
-            path = require_weights(name, weights, [fname], "Separius layout")
-            load_simclr_v2(model, path)
+        path = require_weights(name, weights, [fname], "Separius layout")
+        load_simclr_v2(model, path)
         if layer != "backbone":
             dim = 128 if layer == "head2" else model.resnet.channels_out
             cfg = replace(cfg, num_features=dim, feature_layer=f"projection head {layer}")
-        return TorchExtractor(cfg, model, weights_path=path, **kw)
+        return TorchExtractor(cfg, model, weights_path=path, **options)
 
 
 def _register_v1(name: str, width: int) -> None:
@@ -444,16 +435,15 @@ def _register_v1(name: str, width: int) -> None:
         weights_hint=f"--weights FILE or {fname} in torch's hub cache; TF checkpoints: neardup convert simclr",
         feature_layer="global average pool after layer4 (TF 'final_avg_pool')",
         paper=PAPER_V1, license="Apache-2.0 (google-research/simclr)",
-        extra={"depth": 50, "width": width, "files": [fname]})
+        stages=RESNET_STAGES, extra={"depth": 50, "width": width, "files": [fname]})
 
-    @register_model(cfg)
-    def build(cfg: ModelCfg, weights: str | None = None, pretrained: bool = True, **kw: Any) -> TorchExtractor:
+    @register_model(cfg, arch=lambda cfg: WideResNet(DEPTHS[50], width))
+    def build(cfg: ModelCfg, *, weights: str | None = None, layer: str | None = None,
+              **options: Unpack[ExtractorOptions]) -> TorchExtractor:
         model = empty_model(lambda: WideResNet(DEPTHS[50], width))
-        path = None
-        if pretrained:
-            path = require_weights(name, weights, [fname], "tonylins layout")
-            load_wide_resnet(model, path)
-        return TorchExtractor(cfg, model, weights_path=path, **kw)
+        path = require_weights(name, weights, [fname], "tonylins layout")
+        load_wide_resnet(model, path)
+        return TorchExtractor(cfg, model, weights_path=path, **options)
 
 
 for _name, (_d, _w, _sk) in V2_MODELS.items():

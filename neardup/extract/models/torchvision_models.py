@@ -7,14 +7,14 @@ fails at once with a message saying where to put the file.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 
 import neardup._compat  # noqa: F401  (before torchvision)
 from neardup.errors import UsageError
 from neardup.extract.base import TorchExtractor
-from neardup.extract.registry import ModelCfg, register_model
+from neardup.extract.registry import RESNET_STAGES, ExtractorOptions, ModelCfg, register_model
 from neardup.extract.weights import find_in_hub_cache, hub_cache_dir, load_strict, read_checkpoint
 
 # file names torchvision's weight enums download to (V2 first, then V1)
@@ -23,6 +23,10 @@ HUB_FILES = {
     "resnet101": ["resnet101-cd907fc2.pth", "resnet101-63fe2227.pth"],
     "resnet152": ["resnet152-f82ba261.pth", "resnet152-394f9c45.pth"],
 }
+
+
+#: torchvision EfficientNets: the stem conv, then the seven MBConv stages (features.8, the head conv, stays trainable)
+EFFICIENTNET_STAGES = tuple((f"features.{i}",) for i in range(8))
 
 
 def resolve_weights(name: str, weights: str | None) -> str:
@@ -58,20 +62,33 @@ def build_classifier_backbone(arch: Callable[..., torch.nn.Module], weights_path
     return net
 
 
+def _arch(name: str, head: str = "fc", **arch_kw: Any) -> Callable[[ModelCfg], torch.nn.Module]:
+    """The registry's bare architecture: torchvision's network, random weights, classifier ``head`` removed."""
+
+    def arch(cfg: ModelCfg) -> torch.nn.Module:
+        import torchvision.models as tvm
+
+        return build_classifier_backbone(getattr(tvm, name), None, head, **arch_kw)
+
+    return arch
+
+
 def _register_resnet(name: str, dim: int) -> None:
     # torchvision's IMAGENET1K_V1 evaluation transform: resize 256 (bilinear), crop 224
     cfg = ModelCfg(name=name, num_features=dim, family="torchvision", interpolation="bilinear",
                    weights_format="torchvision state dict (.pth)",
                    weights_hint=f"--weights FILE or {HUB_FILES[name][0]} in torch's hub cache",
                    feature_layer="global average pool (fc replaced by identity)",
-                   paper="He et al., Deep Residual Learning, CVPR 2016", license="BSD-3-Clause (torchvision)")
+                   paper="He et al., Deep Residual Learning, CVPR 2016", license="BSD-3-Clause (torchvision)",
+                   stages=RESNET_STAGES, extra={"files": HUB_FILES[name]})
 
-    @register_model(cfg)
-    def build(cfg: ModelCfg, weights: str | None = None, pretrained: bool = True, **kw: Any) -> TorchExtractor:
+    @register_model(cfg, arch=_arch(name))
+    def build(cfg: ModelCfg, *, weights: str | None = None, layer: str | None = None,
+              **options: Unpack[ExtractorOptions]) -> TorchExtractor:
         import torchvision.models as tvm
 
-        path = resolve_weights(name, weights) if pretrained else None
-        return TorchExtractor(cfg, build_classifier_backbone(getattr(tvm, name), path), weights_path=path, **kw)
+        path = resolve_weights(name, weights)
+        return TorchExtractor(cfg, build_classifier_backbone(getattr(tvm, name), path), weights_path=path, **options)
 
 
 for _name in HUB_FILES:
@@ -111,6 +128,8 @@ PAPERS = {
     "efficientnet": "Tan & Le, EfficientNet: Rethinking Model Scaling for CNNs, ICML 2019",
     "vit": "Dosovitskiy et al., An Image is Worth 16x16 Words, ICLR 2021",
 }
+#: stage layouts by name prefix (Inception v3 and ViT offer none)
+STAGES = {"wide": RESNET_STAGES, "efficientnet": EFFICIENTNET_STAGES}
 LAYERS = {
     "fc": "global average pool (fc replaced by identity)",
     "classifier": "global average pool after the last 1x1 conv (dropout+linear classifier replaced by identity)",
@@ -128,15 +147,16 @@ def _register_extra(name: str) -> None:
                    interpolation=interp, weights_format="torchvision state dict (.pth)",
                    weights_hint=f"--weights FILE or {files[0]} in torch's hub cache",
                    feature_layer=feature_layer, paper=paper, license="BSD-3-Clause (torchvision)",
-                   extra={"files": files, **SIZE_LIMITS.get(name, {})})
+                   stages=STAGES.get(name.split("_")[0], ()), extra={"files": files, **SIZE_LIMITS.get(name, {})})
 
-    @register_model(cfg)
-    def build(cfg: ModelCfg, weights: str | None = None, pretrained: bool = True, **kw: Any) -> TorchExtractor:
+    @register_model(cfg, arch=_arch(name, head, **arch_kw))
+    def build(cfg: ModelCfg, *, weights: str | None = None, layer: str | None = None,
+              **options: Unpack[ExtractorOptions]) -> TorchExtractor:
         import torchvision.models as tvm
 
-        path = resolve_weights(name, weights) if pretrained else None
+        path = resolve_weights(name, weights)
         net = build_classifier_backbone(getattr(tvm, name), path, head, **arch_kw)
-        return TorchExtractor(cfg, net, weights_path=path, **kw)
+        return TorchExtractor(cfg, net, weights_path=path, **options)
 
 
 for _name in EXTRA:
