@@ -120,7 +120,9 @@ def parse_sweep(text: str | None) -> list[float] | None:
 
 
 def _flag(option: str) -> str:
-    return "--" + option.replace("_", "-")
+    """How the user types an option (``-k``, ``--min-samples``), from the command itself."""
+    opts = next((p.opts for p in cluster.params if p.name == option and p.opts), None)
+    return opts[0] if opts else "--" + option.replace("_", "-")
 
 
 def method_params(method: str, metric: str, options: dict[str, Any], sweeping: bool) -> dict[str, Any]:
