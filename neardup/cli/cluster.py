@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -13,18 +14,72 @@ from neardup.cli._common import FloatIn, config_option, save_config
 from neardup.clustering._common import MAX_SETTINGS
 from neardup.errors import UsageError
 
-#: CLI option -> estimator parameter, per method (the option applies only to the methods listed).
-PARAM_MAP: dict[str, dict[str, str]] = {
-    "hierarchical": {"linkage": "linkage", "threshold": "distance_threshold", "n_clusters": "n_clusters",
-                     "max_memory": "max_memory"},
-    "dbscan": {"eps": "eps", "min_samples": "min_samples"},
-    "hdbscan": {"min_cluster_size": "min_cluster_size", "min_samples": "min_samples",
-                "selection_epsilon": "cluster_selection_epsilon", "selection_method": "cluster_selection_method"},
-    "graph": {"threshold": "threshold", "k": "k", "index": "index", "pca": "pca", "ef_search": "ef_search",
-              "seed": "seed"},
-}
-#: Default distance thresholds (hierarchical threshold, dbscan eps, graph threshold) per metric.
-DEFAULT_RADIUS = {"cosine": 0.1, "hamming": 10.0}
+if TYPE_CHECKING:
+    from neardup.clustering.methods import MethodSpec
+
+
+def _methods() -> dict[str, MethodSpec]:
+    """The clustering method registry, imported when first needed (not by ``neardup --help``)."""
+    from neardup.clustering.methods import METHODS
+
+    return METHODS
+
+
+class MethodChoice(click.Choice):
+    """``--method``: the registered methods, read from the registry each time.
+
+    Why not a fixed list: a method registered after this module is imported is offered and accepted too.
+    """
+
+    def __init__(self) -> None:
+        super().__init__((), case_sensitive=True)
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        return tuple(_methods())
+
+    @choices.setter
+    def choices(self, value: Any) -> None:  # click.Choice.__init__ assigns it; the registry is the source
+        pass
+
+
+class _RegistryHelpOption(click.Option):
+    """An option whose help is completed from the method registry when --help is shown, not at import."""
+
+    def registry_help(self, text: str) -> str:
+        return text
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        base = self.help
+        self.help = self.registry_help(base or "")
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.help = base
+
+
+class MethodOption(_RegistryHelpOption):
+    """An option of some clustering methods: its help names them (and the default radius it gives)."""
+
+    def registry_help(self, text: str) -> str:
+        users = [m for m in _methods().values() if self.name in m.options]
+        defaults: list[str] = []
+        for m in users:
+            if m.radius and m.options[self.name] == m.radius and m.default_radius:
+                d = "[" + ", ".join(f"{k} {v:g}" for k, v in m.default_radius.items()) + "]"
+                defaults += [d] if d not in defaults else []
+        if defaults:
+            text = f"{text.rstrip('.')} {' '.join(defaults)}."
+        return f"{'/'.join(m.name for m in users)}: {text}" if users else text
+
+
+class SweepParamOption(_RegistryHelpOption):
+    """``--sweep-param``: its help lists each method's default swept option."""
+
+    def registry_help(self, text: str) -> str:
+        names = dict.fromkeys((m.option_for(m.sweep_param) or m.sweep_param).replace("_", "-")
+                              for m in _methods().values())
+        return f"{text} [default: {' / '.join(names)}], e.g. n-clusters."
 
 
 def parse_bytes(text: str | None) -> int | None:
@@ -64,37 +119,47 @@ def parse_sweep(text: str | None) -> list[float] | None:
         raise UsageError(f"--sweep: cannot read {text!r} (finite numbers: 0.05,0.1,0.2 or start:stop:step)") from None
 
 
+def _flag(option: str) -> str:
+    """How the user types an option (``-k``, ``--min-samples``), from the command itself."""
+    opts = next((p.opts for p in cluster.params if p.name == option and p.opts), None)
+    return opts[0] if opts else "--" + option.replace("_", "-")
+
+
 def method_params(method: str, metric: str, options: dict[str, Any], sweeping: bool) -> dict[str, Any]:
-    """Estimator parameters from CLI options; options of another method are an error, not ignored."""
-    mapping = PARAM_MAP[method]
-    wrong = [k for k, v in options.items() if v is not None and k not in mapping]
+    """Estimator parameters from CLI options; options of another method are an error, not ignored.
+
+    The mapping, the default radius and which parameters stand in for it come from the method's registry entry.
+    """
+    from neardup.clustering.methods import get_method
+
+    m = get_method(method)
+    wrong = [k for k, v in options.items() if v is not None and k not in m.options]
     if wrong:
-        flags = ", ".join("--" + w.replace("_", "-") for w in wrong)
-        raise UsageError(f"{flags} do(es) not apply to --method {method}; its options: "
-                         f"{', '.join('--' + k.replace('_', '-') for k in mapping)}")
-    params = {mapping[k]: v for k, v in options.items() if v is not None}
-    radius_key = {"hierarchical": "distance_threshold", "dbscan": "eps", "graph": "threshold"}.get(method)
-    if radius_key and radius_key not in params and not (method == "hierarchical" and "n_clusters" in params) \
-            and not sweeping:
-        if metric not in DEFAULT_RADIUS:
-            flag = {"distance_threshold": "--threshold", "eps": "--eps", "threshold": "--threshold"}[radius_key]
-            raise UsageError(f"{method} with the {metric} metric needs {flag} (or --sweep); it has no default scale")
-        params[radius_key] = DEFAULT_RADIUS[metric]
+        raise UsageError(f"{', '.join(map(_flag, wrong))} do(es) not apply to --method {method}; its options: "
+                         f"{', '.join(map(_flag, m.options))}")
+    params = {m.options[k]: v for k, v in options.items() if v is not None}
+    if m.radius and not ({m.radius, *m.cuts} & params.keys()) and not sweeping:
+        if metric not in m.default_radius:
+            raise UsageError(f"{method} with the {metric} metric needs {_flag(m.option_for(m.radius) or m.radius)} "
+                             f"(or --sweep); it has no default scale")
+        params[m.radius] = m.default_radius[metric]
     return params
 
 
 def sweep_name(method: str, name: str | None) -> str | None:
+    """The estimator parameter that ``--sweep-param NAME`` means (an option name, or a parameter name as is)."""
     if name is None:
         return None
+    from neardup.clustering.methods import get_method
+
     key = name.replace("-", "_")
-    return PARAM_MAP[method].get(key, key)
+    return get_method(method).options.get(key, key)
 
 
 @click.command()
 @click.argument("features", nargs=-1, required=True, type=click.Path())
 @config_option
-@click.option("--method", type=click.Choice(["hierarchical", "dbscan", "hdbscan", "graph"]), default="graph",
-              show_default=True, help="Clustering method.")
+@click.option("--method", type=MethodChoice(), default="graph", show_default=True, help="Clustering method.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder: new, empty, or an earlier `neardup cluster` output (whose files are replaced).")
 @click.option("--overwrite", is_flag=True,
@@ -102,26 +167,34 @@ def sweep_name(method: str, name: str | None) -> str | None:
 @click.option("--metric", type=click.Choice(["cosine", "euclidean", "hamming"]), default=None,
               help="[default: the extractor's: cosine, or hamming for hashes]")
 @click.option("--normalize", is_flag=True, default=None, help="L2-normalise float features first (e.g. for ward).")
-@click.option("--linkage", type=click.Choice(["single", "complete", "average", "weighted", "centroid", "median",
-                                              "ward"]), default=None, help="hierarchical [default: average].")
-@click.option("--threshold", type=FloatIn(0), default=None,
-              help="hierarchical/graph: distance cut (cosine distance, L2 or bits) [cosine 0.1, hamming 10].")
-@click.option("--n-clusters", type=click.IntRange(1), default=None, help="hierarchical: cut to this many clusters.")
-@click.option("--max-memory", default=None, help="hierarchical: memory limit, e.g. 8GB [default: 80% of free RAM].")
-@click.option("--eps", type=FloatIn(0, lo_open=True), default=None,
-              help="dbscan: neighbourhood radius [cosine 0.1, hamming 10].")
-@click.option("--min-samples", type=click.IntRange(1), default=None, help="dbscan/hdbscan: core point density.")
-@click.option("--min-cluster-size", type=click.IntRange(2), default=None, help="hdbscan [default: 2].")
-@click.option("--selection-epsilon", type=FloatIn(0), default=None, help="hdbscan: cluster_selection_epsilon.")
-@click.option("--selection-method", type=click.Choice(["leaf", "eom"]), default=None, help="hdbscan [default: leaf].")
-@click.option("-k", "k", type=click.IntRange(1), default=None, help="graph: neighbours per image [default: 10].")
-@click.option("--index", default=None, help="graph: flat (exact), hnsw, or a faiss factory string [default: flat].")
-@click.option("--pca", type=click.IntRange(1), default=None, help="graph: reduce features to this many dims first.")
-@click.option("--ef-search", type=click.IntRange(1), default=None, help="graph: HNSW search breadth.")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="graph: seed of the PCA sample.")
+# the options of the methods (MethodOption: the help names the methods that take each, from the registry)
+@click.option("--linkage", cls=MethodOption, type=click.Choice(["single", "complete", "average", "weighted",
+                                                               "centroid", "median", "ward"]), default=None,
+              help="[default: average].")
+@click.option("--threshold", cls=MethodOption, type=FloatIn(0), default=None,
+              help="distance cut (cosine distance, L2 or bits).")
+@click.option("--n-clusters", cls=MethodOption, type=click.IntRange(1), default=None,
+              help="cut to this many clusters.")
+@click.option("--max-memory", cls=MethodOption, default=None,
+              help="memory limit, e.g. 8GB [default: 80% of free RAM].")
+@click.option("--eps", cls=MethodOption, type=FloatIn(0, lo_open=True), default=None, help="neighbourhood radius.")
+@click.option("--min-samples", cls=MethodOption, type=click.IntRange(1), default=None, help="core point density.")
+@click.option("--min-cluster-size", cls=MethodOption, type=click.IntRange(2), default=None, help="[default: 2].")
+@click.option("--selection-epsilon", cls=MethodOption, type=FloatIn(0), default=None,
+              help="cluster_selection_epsilon.")
+@click.option("--selection-method", cls=MethodOption, type=click.Choice(["leaf", "eom"]), default=None,
+              help="[default: leaf].")
+@click.option("-k", "k", cls=MethodOption, type=click.IntRange(1), default=None,
+              help="neighbours per image [default: 10].")
+@click.option("--index", cls=MethodOption, default=None,
+              help="flat (exact), hnsw, or a faiss factory string [default: flat].")
+@click.option("--pca", cls=MethodOption, type=click.IntRange(1), default=None,
+              help="reduce features to this many dims first.")
+@click.option("--ef-search", cls=MethodOption, type=click.IntRange(1), default=None, help="HNSW search breadth.")
+@click.option("--seed", cls=MethodOption, type=click.IntRange(0, 2**32 - 1), default=None,
+              help="seed of the PCA sample.")
 @click.option("--sweep", default=None, help="Values of the swept parameter: 0.05,0.1,0.2 or start:stop:step.")
-@click.option("--sweep-param", default=None,
-              help="Parameter to sweep [default: threshold / eps / selection-epsilon], e.g. n-clusters.")
+@click.option("--sweep-param", cls=SweepParamOption, default=None, help="Parameter to sweep")
 @click.option("--manifest", "manifests", multiple=True, type=click.Path(),
               help="Attack manifest(s) for ground truth [default: manifest.csv of the extracted folders].")
 @click.option("--labels", "labels_csv", type=click.Path(dir_okay=False), default=None,
@@ -173,7 +246,7 @@ def cluster(features: tuple[str, ...], method: str, out: str, overwrite: bool, m
     if labels_csv:
         truth = truth_from_labels(inp.ids, inp.paths, labels_csv)
     else:
-        found = list(manifests) or default_manifests(inp)
+        found: list[str | os.PathLike] = [*manifests] or [*default_manifests(inp)]
         truth = truth_from_manifests(inp.ids, found) if found else None
     if exclude and truth is None:
         raise UsageError("--exclude needs ground truth (--manifest or --labels)")

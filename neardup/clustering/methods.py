@@ -1,16 +1,21 @@
 """The registry of clustering methods and the sweep that reuses each method's expensive step.
 
+A method is one :class:`MethodSpec` passed to :func:`register_method`: its
+estimator and function twin, the user-facing options it takes, its distance
+("radius") parameter and that parameter's default per metric, and what
+``--sweep`` varies. The CLI derives its ``--method`` choices, option mapping,
+"does not apply" errors and defaults from it, so adding a method is one entry
+(plus, optionally, a faster sweep function).
+
 A sweep never recomputes what does not depend on the swept value: the
 hierarchical tree is built once and cut per threshold, DBSCAN's range graph is
 built once at the largest eps, the graph method's k-NN search runs once.
-Adding a method means one :func:`register_method` call (and, optionally, a
-faster sweep function).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,39 +42,101 @@ class SweepOutput:
     linkage: np.ndarray | None = None  # hierarchical only: for the dendrogram
 
 
-@dataclass(frozen=True)
-class Method:
+@dataclass(frozen=True, eq=False)
+class MethodSpec:
+    """Everything neardup needs to know about one clustering method.
+
+    Args:
+        name: what users type (``--method NAME``).
+        estimator: a scikit-learn style estimator class (``__init__`` stores keyword arguments with
+            defaults, ``fit(X)`` sets ``labels_``; a ``linkage_matrix_`` attribute gives a dendrogram).
+        function: its function twin, ``function(X, **params) -> labels``.
+        sweep_param: the parameter ``--sweep`` varies by default.
+        doc: one line for listings.
+        options: user-facing option name (the CLI's ``--flag`` with ``_`` for ``-``) -> estimator parameter;
+            the other methods' options are refused for this one.
+        radius: the distance parameter that gets ``default_radius[metric]`` when neither it (nor one of
+            ``cuts``) is given and nothing is swept; a metric without an entry makes it required.
+        default_radius: metric -> default value of ``radius``.
+        cuts: parameters of which one is given (hierarchical: a distance or a count): sweeping one drops
+            the others, and a single run given only another reports that one as its setting.
+        int_params: whole-number parameters (sweep values cast, checked >= 1).
+        nonnegative, positive: distance parameters whose sweep values must be >= 0, or > 0.
+        fast_sweep: a sweep that reuses the expensive step [default: one fit per value].
+
+    Why one record: the CLI, the sweep checks and the tests all read it, so a new method is one entry.
+    """
+
     name: str
     estimator: type
     function: Callable[..., np.ndarray]
-    sweep_param: str  # what --sweep varies by default
-    int_params: tuple[str, ...]
-    doc: str
-    fast_sweep: SweepFn | None = field(default=None, compare=False)
+    sweep_param: str
+    doc: str = ""
+    options: Mapping[str, str] = field(default_factory=dict)
+    radius: str | None = None
+    default_radius: Mapping[str, float] = field(default_factory=dict)
+    cuts: tuple[str, ...] = ()
+    int_params: tuple[str, ...] = ()
+    nonnegative: tuple[str, ...] = ()
+    positive: tuple[str, ...] = ()
+    fast_sweep: SweepFn | None = None
 
     def params(self) -> list[str]:
         return list(self.estimator().get_params())
 
+    def option_for(self, param: str) -> str | None:
+        """The user-facing option that sets ``param`` (None: not exposed)."""
+        return next((opt for opt, p in self.options.items() if p == param), None)
 
-METHODS: dict[str, Method] = {}
+    def check(self) -> None:
+        """Refuse an entry whose names do not match its estimator's parameters (a typo would surface late)."""
+        params = set(self.params())
+        named = {"sweep_param": [self.sweep_param], "options": list(self.options.values()),
+                 "radius": [self.radius] if self.radius else [], "cuts": list(self.cuts),
+                 "int_params": list(self.int_params), "nonnegative": list(self.nonnegative),
+                 "positive": list(self.positive)}
+        for what, names in named.items():
+            unknown = sorted(set(names) - params)
+            if unknown:
+                raise ValueError(f"method {self.name!r}: {what} names {unknown}, not parameters of "
+                                 f"{self.estimator.__name__} ({sorted(params)})")
+        if self.default_radius and not self.radius:
+            raise ValueError(f"method {self.name!r}: default_radius without a radius parameter")
 
 
-def register_method(method: Method) -> Method:
-    METHODS[method.name] = method
-    return method
+#: name -> spec, in registration order (the order the CLI lists them).
+METHODS: dict[str, MethodSpec] = {}
 
 
-def get_method(name: str) -> Method:
+def register_method(spec: MethodSpec) -> MethodSpec:
+    """Add a clustering method; its name must be new.
+
+    Raises:
+        ValueError: the name is taken or the spec does not match its estimator.
+    """
+    if spec.name in METHODS:
+        raise ValueError(f"clustering method {spec.name!r} is already registered")
+    spec.check()
+    METHODS[spec.name] = spec
+    return spec
+
+
+def unregister_method(name: str) -> MethodSpec:
+    """Remove a method (tests and plugins that registered one for a while)."""
+    return METHODS.pop(name)
+
+
+def get_method(name: str) -> MethodSpec:
     if name not in METHODS:
         raise ValueError(f"unknown clustering method {name!r}; use one of {', '.join(METHODS)}")
     return METHODS[name]
 
 
-def _cast(method: Method, name: str, value: float) -> Any:
+def _cast(method: MethodSpec, name: str, value: float) -> Any:
     return int(value) if name in method.int_params else float(value)
 
 
-def _generic_sweep(method: Method) -> SweepFn:
+def _generic_sweep(method: MethodSpec) -> SweepFn:
     def run(X: np.ndarray, params: dict[str, Any], name: str, values: list[float]) -> SweepOutput:
         labels, secs = [], []
         for v in values:
@@ -85,12 +152,13 @@ def _hierarchical_sweep(X: np.ndarray, params: dict[str, Any], name: str, values
         return _generic_sweep(METHODS["hierarchical"])(X, params, name, values)
     t0 = time.perf_counter()
     base = {k: v for k, v in params.items() if k not in ("distance_threshold", "n_clusters")}
-    first = {name: int(values[0]) if name == "n_clusters" else float(values[0])}
+    first: dict[str, Any] = {name: int(values[0]) if name == "n_clusters" else float(values[0])}
     est = HierarchicalClustering(**base, **first).fit(X)
     labels, secs = [est.labels_], [time.perf_counter() - t0]
     for v in values[1:]:
         t0 = time.perf_counter()
-        labels.append(cut_linkage(est.linkage_matrix_, len(X), **{name: int(v) if name == "n_clusters" else float(v)}))
+        cut: dict[str, Any] = {name: int(v) if name == "n_clusters" else float(v)}
+        labels.append(cut_linkage(est.linkage_matrix_, len(X), **cut))
         secs.append(time.perf_counter() - t0)
     return SweepOutput(labels, secs, est.linkage_matrix_)
 
@@ -125,22 +193,38 @@ def _graph_sweep(X: np.ndarray, params: dict[str, Any], name: str, values: list[
     return SweepOutput(labels, secs)
 
 
-register_method(Method("hierarchical", HierarchicalClustering, hierarchical_clustering, "distance_threshold",
-                       ("n_clusters", "max_memory"), "scipy agglomerative clustering (dense: up to ~20-50K images)",
-                       _hierarchical_sweep))
-register_method(Method("dbscan", DBSCANClustering, dbscan_clustering, "eps", ("min_samples",),
-                       "DBSCAN on an exact faiss range-search graph", _dbscan_sweep))
-register_method(Method("hdbscan", HDBSCANClustering, hdbscan_clustering, "cluster_selection_epsilon",
-                       ("min_cluster_size", "min_samples"), "HDBSCAN (hdbscan package): varying density"))
-register_method(Method("graph", GraphClustering, graph_clustering, "threshold", ("k", "pca", "ef_search", "seed"),
-                       "connected components of a thresholded faiss k-NN graph (millions of images)", _graph_sweep))
+#: Default distance thresholds (hierarchical threshold, dbscan eps, graph threshold) per metric; euclidean has
+#: no scale that fits every feature, so there the distance must be given.
+DEFAULT_RADIUS = {"cosine": 0.1, "hamming": 10.0}
+
+register_method(MethodSpec(
+    "hierarchical", HierarchicalClustering, hierarchical_clustering, "distance_threshold",
+    "scipy agglomerative clustering (dense: up to ~20-50K images)",
+    options={"linkage": "linkage", "threshold": "distance_threshold", "n_clusters": "n_clusters",
+             "max_memory": "max_memory"},
+    radius="distance_threshold", default_radius=DEFAULT_RADIUS, cuts=("distance_threshold", "n_clusters"),
+    int_params=("n_clusters", "max_memory"), nonnegative=("distance_threshold",), fast_sweep=_hierarchical_sweep))
+register_method(MethodSpec(
+    "dbscan", DBSCANClustering, dbscan_clustering, "eps", "DBSCAN on an exact faiss range-search graph",
+    options={"eps": "eps", "min_samples": "min_samples"},
+    radius="eps", default_radius=DEFAULT_RADIUS, int_params=("min_samples",), positive=("eps",),
+    fast_sweep=_dbscan_sweep))
+register_method(MethodSpec(
+    "hdbscan", HDBSCANClustering, hdbscan_clustering, "cluster_selection_epsilon",
+    "HDBSCAN (hdbscan package): varying density",
+    options={"min_cluster_size": "min_cluster_size", "min_samples": "min_samples",
+             "selection_epsilon": "cluster_selection_epsilon", "selection_method": "cluster_selection_method"},
+    int_params=("min_cluster_size", "min_samples"), nonnegative=("cluster_selection_epsilon",)))
+register_method(MethodSpec(
+    "graph", GraphClustering, graph_clustering, "threshold",
+    "connected components of a thresholded faiss k-NN graph (millions of images)",
+    options={"threshold": "threshold", "k": "k", "index": "index", "pca": "pca", "ef_search": "ef_search",
+             "seed": "seed"},
+    radius="threshold", default_radius=DEFAULT_RADIUS, int_params=("k", "pca", "ef_search", "seed"),
+    nonnegative=("threshold",), fast_sweep=_graph_sweep))
 
 
-#: Distance parameters and their smallest value (eps must be > 0, the others >= 0).
-RADIUS_PARAMS = {"distance_threshold": 0.0, "threshold": 0.0, "cluster_selection_epsilon": 0.0, "eps": None}
-
-
-def check_sweep_values(method: Method, name: str, values: list[float]) -> None:
+def check_sweep_values(method: MethodSpec, name: str, values: list[float]) -> None:
     """Refuse a sweep that is too long or has values its parameter cannot take (nan, inf, negative, fractional).
 
     Why here: a fast sweep passes only its first value through the estimator's own checks.
@@ -151,8 +235,10 @@ def check_sweep_values(method: Method, name: str, values: list[float]) -> None:
     for v in values:
         if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool) or not np.isfinite(v):
             raise ValueError(f"sweep value {v!r} of {name} is not a finite number")
-        if name in RADIUS_PARAMS and (v < 0 or (RADIUS_PARAMS[name] is None and v == 0)):
-            raise ValueError(f"sweep value {v:g} of {name} must be {'>= 0' if RADIUS_PARAMS[name] == 0 else '> 0'}")
+        if name in method.positive and v <= 0:
+            raise ValueError(f"sweep value {v:g} of {name} must be > 0")
+        if name in method.nonnegative and v < 0:
+            raise ValueError(f"sweep value {v:g} of {name} must be >= 0")
         if name in method.int_params and (v != int(v) or v < 1):
             raise ValueError(f"sweep value {v:g} of {name} must be a whole number >= 1")
 
@@ -178,13 +264,11 @@ def cluster_sweep(X: np.ndarray, method: str, params: dict[str, Any], sweep_para
         raise ValueError(f"cannot sweep {name!r} of {method}; valid: {m.params()}")
     if values is None:
         t0 = time.perf_counter()
-        if method == "hierarchical":
-            est = HierarchicalClustering(**params).fit(X)
-            return SweepOutput([est.labels_], [time.perf_counter() - t0], est.linkage_matrix_)
-        return SweepOutput([m.function(X, **params)], [time.perf_counter() - t0])
+        est = m.estimator(**params).fit(X)  # the estimator, not the twin: a tree is kept for the dendrogram
+        return SweepOutput([est.labels_], [time.perf_counter() - t0], getattr(est, "linkage_matrix_", None))
     if not values:
         raise ValueError("empty sweep")
     check_sweep_values(m, name, values)
-    if name == "n_clusters" or name == "distance_threshold":
-        params = {k: v for k, v in params.items() if k not in ("n_clusters", "distance_threshold")}
+    if name in m.cuts:
+        params = {k: v for k, v in params.items() if k not in m.cuts}
     return (m.fast_sweep or _generic_sweep(m))(X, params, name, [float(v) for v in values])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -26,7 +26,11 @@ def _save(fig: Any, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+    def write(f: IO[bytes]) -> None:
+        f.write(buf.getvalue())
+
+    atomic_write(path, write)
     return path
 
 

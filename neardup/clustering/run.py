@@ -13,7 +13,7 @@ import io
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 
@@ -75,6 +75,15 @@ class ClusterResult:
                 "clusters": [c.to_dict(paths) for c in self.clusters], "config": self.config}
 
 
+class ClusteringOutput(NamedTuple):
+    """What :func:`run_clustering` returns; a tuple, so ``result, labels, linkage, cents = ...`` still reads."""
+
+    result: ClusterResult
+    labels: list[np.ndarray]  # one (n,) array per setting, noise = -1
+    linkage: np.ndarray | None  # hierarchical: the tree, for the dendrogram
+    centroids: np.ndarray  # of the described clusters, in ``result.clusters`` order
+
+
 def _counts(labels: np.ndarray) -> tuple[int, int, int]:
     clustered = labels[labels >= 0]
     _, sizes = np.unique(clustered, return_counts=True)
@@ -86,7 +95,7 @@ def run_clustering(X: np.ndarray, method: str, params: dict[str, Any], metric: s
                    values: list[float] | None = None, truth: GroundTruth | None = None,
                    exclude: list[str] | tuple = (), best_by: str = "ari", attributes: int | None = 100,
                    model: str = "", config: dict[str, Any] | None = None,
-                   ) -> tuple[ClusterResult, list[np.ndarray], np.ndarray | None, np.ndarray]:
+                   ) -> ClusteringOutput:
     """Cluster ``X`` at every sweep value and score each setting against ``truth``.
 
     Args:
@@ -97,7 +106,7 @@ def run_clustering(X: np.ndarray, method: str, params: dict[str, Any], metric: s
         attributes: describe this many of the largest clusters of the best setting (0: none).
 
     Returns:
-        (result, labels per setting, linkage matrix or None, centroids of the described clusters).
+        result, labels per setting, linkage matrix or None, centroids of the described clusters.
 
     Raises:
         ValueError: bad features, parameters or score name; paths not matching the features.
@@ -114,8 +123,9 @@ def run_clustering(X: np.ndarray, method: str, params: dict[str, Any], metric: s
     m = get_method(method)
     params = {k: v for k, v in {**params, "metric": metric}.items() if v is not None}
     name = sweep_param or m.sweep_param
-    if values is None and name not in params and method == "hierarchical" and "n_clusters" in params:
-        name = "n_clusters"  # a single cut by count: report the count as the setting
+    if values is None and name not in params:
+        # a single cut given another way (hierarchical: by count): report that parameter as the setting
+        name = next((c for c in m.cuts if c in params), name)
     out = cluster_sweep(X, method, params, name, values)
     clean_mask = truth.mask_excluding(exclude) if truth is not None and exclude else None
     if clean_mask is not None and not clean_mask.any():
@@ -135,13 +145,14 @@ def run_clustering(X: np.ndarray, method: str, params: dict[str, Any], metric: s
         scores = [getattr(s.full, best_by) for s in settings]
         best = int(np.argmax([-np.inf if v is None else v for v in scores]))
         chosen_by = best_by
-    attrs, cents = ([], np.zeros((0, 0), np.float32))
+    attrs: list[ClusterAttributes] = []
+    cents = np.zeros((0, 0), np.float32)
     if attributes:
         attrs, cents = cluster_attributes(X, out.labels[best], metric, max_clusters=attributes)
     result = ClusterResult(method, metric, {k: v for k, v in params.items() if k != "metric"}, name, settings,
                            best, chosen_by, len(X), model, list(exclude),
                            int(clean_mask.sum()) if clean_mask is not None else None, attrs, config or {})
-    return result, out.labels, out.linkage, cents
+    return ClusteringOutput(result, out.labels, out.linkage, cents)
 
 
 def assignments_csv(paths: list[str], labels: np.ndarray) -> str:
@@ -166,7 +177,11 @@ def write_outputs(out_dir: str | Path, result: ClusterResult, labels: list[np.nd
     if centroids is not None and centroids.size:
         buf = io.BytesIO()
         np.save(buf, centroids, allow_pickle=False)
-        atomic_write(out / "centroids.npy", lambda f: f.write(buf.getvalue()))
+
+        def write(f: IO[bytes]) -> None:
+            f.write(buf.getvalue())
+
+        atomic_write(out / "centroids.npy", write)
         written.append(out / "centroids.npy")
     if per_setting and len(labels) > 1:
         for s, lab in zip(result.settings, labels, strict=True):
