@@ -17,17 +17,11 @@ from torch.utils.data import DataLoader
 
 from neardup import dist
 from neardup.simclr.config import FinetuneConfig, run_settings
-from neardup.simclr.engine import (
-    LoaderSpec,
-    ModelOutput,
-    NonFiniteLoss,
-    TrainReport,
-    distributed_loader,
-    fit,
-)
+from neardup.simclr.engine import NonFiniteLoss, TrainReport, fit
 from neardup.simclr.loss import ContrastiveObjective
 from neardup.simclr.model import simclr_head
 from neardup.simclr.rundir import Given, open_run_on_all_ranks
+from neardup.simclr.task import LoaderSpec, ModelOutput, distributed_loader
 from neardup.simclr.views import TwoViewDataset, ViewConfig, ViewMaker
 
 #: The report of a finetune run (summary.json).

@@ -11,7 +11,8 @@ from torch.utils.data import Dataset
 from neardup.dist import DistInfo
 from neardup.simclr.checkpoint import load_checkpoint
 from neardup.simclr.config import FinetuneConfig
-from neardup.simclr.engine import LoaderSpec, ModelOutput, build, distributed_loader, fit
+from neardup.simclr.engine import build, fit
+from neardup.simclr.task import LoaderSpec, ModelOutput, distributed_loader
 
 
 class Labelled(Dataset):
