@@ -69,7 +69,7 @@ def main() -> None:
     encoder, mcfg = load_encoder("efficientnet_lite0", None)
     t = time.perf_counter()
     cache = args.out / "before.json"  # the pretrained model's score does not change between runs
-    before = json.loads(cache.read_text()) if cache.is_file() else validator.evaluate(encoder, mcfg)
+    before = json.loads(cache.read_text()) if cache.is_file() else validator.evaluate(encoder, mcfg).to_dict()
     atomic_write_json(cache, before)
     t_eval = time.perf_counter() - t
     print(f"before: R@1 {before['recall@1']:.4f}  µAP {before['muAP']:.4f}  ({before['n_queries']} queries, "
@@ -84,7 +84,7 @@ def main() -> None:
     from neardup.extract.registry import create_extractor
 
     tuned = create_extractor("finetuned", weights=str(run / "best.pt"), device="cpu")
-    after = validator.evaluate(tuned.model, mcfg)
+    after = validator.evaluate(tuned.model, mcfg).to_dict()
     total = time.perf_counter() - t0
     print(table(before, after))
     worse = [f for f in before["per_family"] if after["per_family"][f]["recall@1"] < before["per_family"][f]["recall@1"] - 1e-9]

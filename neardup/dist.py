@@ -57,6 +57,7 @@ def init(device: str | None = None) -> DistInfo:
 
 
 def barrier() -> None:
+    """Wait for every rank (no-op in a single process)."""
     if dist.is_available() and dist.is_initialized():
         if dist.get_backend() == "nccl":
             dist.barrier(device_ids=[torch.cuda.current_device()])
@@ -71,8 +72,3 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
-
-
-def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from neardup.cli._common import FloatIn, config_option
-from neardup.simclr.train import FinetuneConfig, field_types
+from neardup.simclr.config import FinetuneConfig, field_types
 
 HELP = {
     "model": "Encoder from `neardup models`.",
@@ -141,10 +141,9 @@ def evaluate_cmd(run_dir: str, checkpoints: tuple[str, ...], val_queries: str | 
                  val_distractors: tuple[str, ...], out: str | None, overwrite: bool) -> None:
     """Recall@1/µAP and the cluster-geometry diagnostics (diameter, separation, dispersion,
     centroid distance, SN1, SN2) of chosen checkpoints; JSON + evolution plot."""
-    from neardup.simclr.diagnostics import evaluate_run
+    from neardup.simclr.diagnostics import evaluate_run, evaluation_dir, format_evaluation
 
     res = evaluate_run(run_dir, list(checkpoints), val_queries, val_database, list(val_distractors), out, overwrite)
-    for row in res["checkpoints"]:
-        click.echo(f"{row['name']:<16} R@1 {row['recall@1']:.4f}  µAP {row['muAP']:.4f}  "
-                   f"SN1 {row['geometry']['SN1']['median']:.3f}  SN2 {row['geometry']['SN2']['median']:.3f}")
-    click.echo(f"wrote {res['json']} and {res['plot']}")
+    click.echo(format_evaluation(res))
+    out_dir = evaluation_dir(run_dir, out)
+    click.echo(f"wrote {out_dir / 'evaluation.json'} and {out_dir / 'evolution.png'}")

@@ -23,16 +23,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
 from neardup.errors import UsageError
-
-
-class AttackFn(Protocol):
-    def __call__(self, img: Image.Image, rng: np.random.Generator, **params: Any) -> Image.Image: ...
 
 
 @dataclass(frozen=True)

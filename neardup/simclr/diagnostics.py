@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import io
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from neardup.errors import UsageError
 from neardup.io_utils import atomic_write, atomic_write_json
+
+if TYPE_CHECKING:
+    from neardup.simclr.validate import ValidationScores
 
 SCHEMA = "neardup.finetune.evaluation/1"
 GEOMETRY = ("diameter", "dispersion", "separation", "centroid_distance", "SN1", "SN2")
@@ -76,6 +80,7 @@ def group_geometry(feats: np.ndarray, groups: np.ndarray, others: np.ndarray | N
 
 
 def summarize(values: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Mean and median over groups (finite values), and for SN1/SN2 the fraction of groups below 1."""
     return {k: {"mean": float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan"),
                 "median": float(np.median(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan"),
                 "fraction_below_1": float(np.mean(v < 1)) if k in ("SN1", "SN2") else float("nan")}
@@ -149,22 +154,63 @@ def _legacy_evaluation(out: Path) -> bool:
         return False
 
 
-def evaluate_run(run_dir: str, checkpoints: list[str], val_queries: str | None, val_database: str | None,
-                 val_distractors: list[str], out: str | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Evaluate checkpoints of ``run_dir``; writes evaluation.json, geometry .npz and evolution.png.
+@dataclass(frozen=True)
+class CheckpointEvaluation:
+    """Retrieval scores and group geometry of one encoder (the base model or an exported checkpoint)."""
 
-    ``out`` (default RUN_DIR/evaluation) follows the output-folder rule of :mod:`neardup.outdir`.
-    """
-    from neardup.outdir import check_out_dir, claim_out_dir
-    from neardup.simclr.model import load_encoder
-    from neardup.simclr.validate import Validator, score
+    name: str
+    epoch: int
+    scores: ValidationScores
+    geometry: dict[str, np.ndarray]  # per group, see :func:`group_geometry`
 
+    def to_dict(self) -> dict[str, Any]:
+        """One entry of evaluation.json's ``checkpoints`` (per-group arrays go to geometry.npz)."""
+        s = self.scores
+        return {"name": self.name, "epoch": self.epoch, "recall@1": s.recall_at_1, "muAP": s.muAP, "mAP": s.mAP,
+                "per_family": s.per_family, "geometry": summarize(self.geometry)}
+
+
+@dataclass(frozen=True)
+class FinetuneEvaluation:
+    """Every evaluated checkpoint of a run, in order (epoch 0 = before fine-tuning)."""
+
+    run: str
+    checkpoints: list[CheckpointEvaluation]
+
+    def to_dict(self) -> dict[str, Any]:
+        """evaluation.json."""
+        return {"schema": SCHEMA, "run": self.run, "checkpoints": [c.to_dict() for c in self.checkpoints]}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """geometry.npz: ``NAME__METRIC`` -> (groups,) array."""
+        return {f"{c.name}__{k}": v for c in self.checkpoints for k, v in c.geometry.items()}
+
+
+def _open_run(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     run = Path(run_dir)
     if not run.is_dir():
         raise UsageError(f"run folder not found: {run}")
-    cfg = run_config(run)
-    out_dir = Path(out) if out else run / "evaluation"
-    check_out_dir(out_dir, "evaluate-finetuning", overwrite=overwrite, owned=OWNED, recognise=_legacy_evaluation)
+    return run, run_config(run)
+
+
+def evaluation_dir(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Where evaluate-finetuning writes: ``out``, by default RUN_DIR/evaluation."""
+    return Path(out) if out else Path(run_dir) / "evaluation"
+
+
+def evaluate(run_dir: str | Path, checkpoints: list[str], val_queries: str | None = None,
+             val_database: str | None = None, val_distractors: list[str] | None = None) -> FinetuneEvaluation:
+    """Score ``checkpoints`` (default: the base model and every RUN_DIR/encoders/epoch_*.pt); writes nothing.
+
+    The validation set defaults to the run's own.
+
+    Raises:
+        UsageError: not a finetune run, a checkpoint that is not an exported encoder, no validation set.
+    """
+    from neardup.simclr.model import load_encoder
+    from neardup.simclr.validate import Validator, score
+
+    run, cfg = _open_run(run_dir)
     for c in checkpoints:  # all of them before any (slow) evaluation
         _check_export(c)
     val_queries = val_queries or cfg.get("val_queries")
@@ -173,15 +219,15 @@ def evaluate_run(run_dir: str, checkpoints: list[str], val_queries: str | None, 
     if not (val_queries and val_database):
         raise UsageError("no validation set: pass --val-queries and --val-database (the run had none)")
     validator = Validator(val_queries, val_database, val_distractors)
-    items: list[tuple[str, int, Any]] = []
+    items: list[tuple[str, int, str | None]] = []
     if checkpoints:
         for c in checkpoints:
             items.append((Path(c).stem, _epoch_of(c), c))
     else:
         items.append(("base", 0, None))
-        for c in sorted((run / "encoders").glob("epoch_*.pt")):
-            items.append((c.stem, _epoch_of(str(c)), str(c)))
-    rows, arrays = [], {}
+        for p in sorted((run / "encoders").glob("epoch_*.pt")):
+            items.append((p.stem, _epoch_of(str(p)), str(p)))
+    rows = []
     for name, epoch, path in items:
         if path is None:
             encoder, mcfg = load_encoder(cfg["model"], cfg.get("weights"))
@@ -190,19 +236,45 @@ def evaluate_run(run_dir: str, checkpoints: list[str], val_queries: str | None, 
         f = validator.features(encoder, mcfg)
         s = score(f, validator.db_ids, validator.rows, len(validator.distractor_paths))
         feats, groups = _group_members(f, validator)
-        geo = group_geometry(feats, groups, f["distractors"][0])
-        arrays.update({f"{name}/{k}": v for k, v in geo.items()})
-        rows.append({"name": name, "epoch": epoch, "recall@1": s["recall@1"], "muAP": s["muAP"], "mAP": s["mAP"],
-                     "per_family": s["per_family"], "geometry": summarize(geo)})
-    json_path, plot_path = out_dir / "evaluation.json", out_dir / "evolution.png"
+        rows.append(CheckpointEvaluation(name, epoch, s, group_geometry(feats, groups, f["distractors"][0])))
+    return FinetuneEvaluation(str(run), rows)
+
+
+def write_evaluation(result: FinetuneEvaluation, out_dir: Path) -> None:
+    """evaluation.json, geometry.npz and evolution.png in ``out_dir`` (each written atomically)."""
+    atomic_write_json(out_dir / "evaluation.json", result.to_dict())
+    buf = io.BytesIO()
+    np.savez(buf, **result.arrays())  # type: ignore[arg-type]
+    atomic_write(out_dir / "geometry.npz", lambda fh: fh.write(buf.getvalue()))
+    plot_evolution([c.to_dict() for c in result.checkpoints], out_dir / "evolution.png")
+
+
+def evaluate_run(run_dir: str, checkpoints: list[str], val_queries: str | None, val_database: str | None,
+                 val_distractors: list[str], out: str | None = None, overwrite: bool = False) -> FinetuneEvaluation:
+    """:func:`evaluate` then :func:`write_evaluation` into ``out`` (:func:`evaluation_dir`).
+
+    ``out`` follows the output-folder rule of :mod:`neardup.outdir`, checked before the (slow) evaluation.
+    """
+    from neardup.outdir import check_out_dir, claim_out_dir
+
+    _open_run(run_dir)  # a missing run, or one of another command, is refused before --out is looked at
+    out_dir = evaluation_dir(run_dir, out)
+    check_out_dir(out_dir, "evaluate-finetuning", overwrite=overwrite, owned=OWNED, recognise=_legacy_evaluation)
+    result = evaluate(run_dir, checkpoints, val_queries, val_database, val_distractors)
     with claim_out_dir(out_dir, "evaluate-finetuning", overwrite=overwrite, owned=OWNED,
                        recognise=_legacy_evaluation):
-        atomic_write_json(json_path, {"schema": SCHEMA, "run": str(run), "checkpoints": rows})
-        buf = io.BytesIO()
-        np.savez(buf, **{k.replace("/", "__"): v for k, v in arrays.items()})
-        atomic_write(out_dir / "geometry.npz", lambda fh: fh.write(buf.getvalue()))
-        plot_evolution(rows, plot_path)
-    return {"checkpoints": rows, "json": str(json_path), "plot": str(plot_path)}
+        write_evaluation(result, out_dir)
+    return result
+
+
+def format_evaluation(result: FinetuneEvaluation) -> str:
+    """One line per checkpoint: recall@1, µAP and the median SN1 / SN2."""
+    lines = []
+    for c in result.checkpoints:
+        g = summarize(c.geometry)
+        lines.append(f"{c.name:<16} R@1 {c.scores.recall_at_1:.4f}  µAP {c.scores.muAP:.4f}  "
+                     f"SN1 {g['SN1']['median']:.3f}  SN2 {g['SN2']['median']:.3f}")
+    return "\n".join(lines)
 
 
 def _epoch_of(path: str) -> int:

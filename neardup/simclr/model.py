@@ -1,4 +1,4 @@
-"""Encoder (from the extractor registry) + SimCLR projection head (lightly), and encoder export."""
+"""Encoder (from the extractor registry) + a task's head (SimCLR's: lightly's), freezing, and encoder export."""
 
 from __future__ import annotations
 
@@ -16,25 +16,40 @@ from neardup.io_utils import atomic_write
 EXPORT_FORMAT = "neardup.finetuned/1"
 
 
-class SimCLRModel(torch.nn.Module):
-    """backbone features h -> projection z; forward returns (h, z)."""
+class EncoderWithHead(torch.nn.Module):
+    """An encoder and the head a training task puts on it; forward returns (features h, embeddings z).
 
-    def __init__(self, encoder: torch.nn.Module, num_features: int, proj_dim: int = 128, head_layers: int = 2):
+    Only the encoder is kept after training (exported for extraction); the head serves the loss.
+    """
+
+    def __init__(self, encoder: torch.nn.Module, head: torch.nn.Module):
         super().__init__()
-        from lightly.models.modules.heads import SimCLRProjectionHead
-
-        if head_layers not in (2, 3):
-            raise UsageError("--head-layers must be 2 (SimCLR v1) or 3 (SimCLR v2)")
-        self.encoder = encoder
-        self.head = SimCLRProjectionHead(input_dim=num_features, hidden_dim=num_features, output_dim=proj_dim,
-                                         num_layers=head_layers)
+        self.encoder, self.head = encoder, head
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, 3, H, W) images. Returns h (B, D) backbone features and z = head(h)."""
         h = self.encoder(x)
         return h, self.head(h)
 
 
-def load_encoder(model: str, weights: str | None, image_size: int | None = None) -> tuple[torch.nn.Module, ModelCfg]:
+def simclr_head(num_features: int, proj_dim: int = 128, head_layers: int = 2) -> torch.nn.Module:
+    """lightly's SimCLR projection head: ``head_layers`` 2 is SimCLR v1's, 3 is v2's (Chen et al. 2020)."""
+    from lightly.models.modules.heads import SimCLRProjectionHead
+
+    if head_layers not in (2, 3):
+        raise UsageError("--head-layers must be 2 (SimCLR v1) or 3 (SimCLR v2)")
+    return SimCLRProjectionHead(input_dim=num_features, hidden_dim=num_features, output_dim=proj_dim,
+                                num_layers=head_layers)
+
+
+class SimCLRModel(EncoderWithHead):
+    """The encoder with a SimCLR projection head: backbone features h -> projection z."""
+
+    def __init__(self, encoder: torch.nn.Module, num_features: int, proj_dim: int = 128, head_layers: int = 2):
+        super().__init__(encoder, simclr_head(num_features, proj_dim, head_layers))
+
+
+def load_encoder(model: str, weights: str | None) -> tuple[torch.nn.Module, ModelCfg]:
     """The registry's feature network for ``model`` (CPU, float32) and its config."""
     ext = create_extractor(model, weights=weights, device="cpu")
     if ext.cfg.kind != "torch":
@@ -83,7 +98,8 @@ def freeze_batchnorm(module: torch.nn.Module) -> None:
             m.eval()
 
 
-def export_encoder(path: str | Path, encoder: torch.nn.Module, cfg: ModelCfg, extra: dict[str, Any] | None = None) -> None:
+def export_encoder(path: str | Path, encoder: torch.nn.Module, cfg: ModelCfg,
+                   extra: dict[str, Any] | None = None) -> None:
     """Write an encoder that `neardup extract --model finetuned --weights PATH` loads (weights_only-safe)."""
     state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
     blob = {"format": EXPORT_FORMAT, "base_model": cfg.name, "input_size": cfg.input_size,

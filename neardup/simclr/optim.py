@@ -17,11 +17,12 @@ def split_decay(module: torch.nn.Module) -> tuple[list[torch.nn.Parameter], list
     layer-wise trust-ratio adaptation, as SimCLR does for BN and bias.
     """
     norm_types = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm, torch.nn.GroupNorm)
-    no_decay_ids = set()
+    no_decay_ids: set[int] = set()
     for m in module.modules():
         if isinstance(m, norm_types):
             no_decay_ids.update(id(p) for p in m.parameters(recurse=False))
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
@@ -60,7 +61,8 @@ def build_optimizer(encoder: torch.nn.Module, head: torch.nn.Module, name: str, 
     raise UsageError(f"unknown optimizer {name!r}; use lars, adamw or adam")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int,
+                    total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up then cosine decay (lightly's CosineWarmupScheduler), stepped once per iteration."""
     from lightly.utils.scheduler import CosineWarmupScheduler
 

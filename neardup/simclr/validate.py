@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,30 @@ from neardup.extract.pipeline import encode_paths
 from neardup.extract.registry import ModelCfg
 from neardup.fastsearch.dataset import RetrievalSet
 from neardup.fastsearch.exact import evaluate
+
+
+@dataclass(frozen=True)
+class ValidationScores:
+    """Retrieval scores of an encoder on the validation set (exact cosine search).
+
+    ``per_family``: {attack family: {"recall@1": r, "muAP": m}}.
+    """
+
+    recall_at_1: float
+    recall_at_10: float
+    mAP: float
+    muAP: float
+    n_queries: int
+    per_family: dict[str, dict[str, float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The keys of the log, the history and best.pt: recall@1, recall@10, mAP, muAP, n_queries, per_family."""
+        d = asdict(self)
+        return {"recall@1": d.pop("recall_at_1"), "recall@10": d.pop("recall_at_10"), **d}
+
+    def prefixed(self, prefix: str = "val_") -> dict[str, Any]:
+        """The log record's entries: every key of :meth:`to_dict` with ``prefix``."""
+        return {f"{prefix}{k}": v for k, v in self.to_dict().items()}
 
 
 class Validator:
@@ -42,12 +67,14 @@ class Validator:
         device = next(encoder.parameters()).device
         ext = TorchExtractor(cfg, encoder, device=str(device), amp="off", channels_last=False, engine=self.engine)
         out = {}
-        for name, paths in (("db", self.db_paths), ("distractors", self.distractor_paths), ("queries", self.query_paths)):
-            feats, idx = encode_paths(ext, paths) if paths else (np.zeros((0, cfg.num_features), np.float32), np.zeros(0, int))
+        empty = (np.zeros((0, cfg.num_features), np.float32), np.zeros(0, int))
+        for name, paths in (("db", self.db_paths), ("distractors", self.distractor_paths),
+                            ("queries", self.query_paths)):
+            feats, idx = encode_paths(ext, paths) if paths else empty
             out[name] = (feats, idx)
         return out
 
-    def evaluate(self, encoder: torch.nn.Module, cfg: ModelCfg) -> dict[str, Any]:
+    def evaluate(self, encoder: torch.nn.Module, cfg: ModelCfg) -> ValidationScores:
         """Overall recall@1/5/10, mAP, µAP and per-family recall@1 / µAP (exact cosine search)."""
         was_training = encoder.training
         try:
@@ -57,7 +84,8 @@ class Validator:
         return score(f, self.db_ids, self.rows, len(self.distractor_paths))
 
 
-def score(f: dict[str, Any], db_ids: list[str], rows: list[Any], n_distractors: int) -> dict[str, Any]:
+def score(f: dict[str, Any], db_ids: list[str], rows: list[Any], n_distractors: int) -> ValidationScores:
+    """Score extracted features: ``f`` holds (features, row indices) of "db", "distractors" and "queries"."""
     db_f, db_idx = f["db"]
     d_f, _ = f["distractors"]
     q_f, q_idx = f["queries"]
@@ -72,6 +100,7 @@ def score(f: dict[str, Any], db_ids: list[str], rows: list[Any], n_distractors: 
                       n_distractors=n_distractors)
     res = evaluate(rs, k=10)
     o = res.overall
-    return {"recall@1": o.recall["1"], "recall@10": o.recall.get("10", float("nan")), "mAP": o.mAP, "muAP": o.muAP,
-            "n_queries": o.n_queries,
-            "per_family": {fam: {"recall@1": s.recall["1"], "muAP": s.muAP} for fam, s in res.per_family.items()}}
+    return ValidationScores(
+        recall_at_1=o.recall["1"], recall_at_10=o.recall.get("10", float("nan")), mAP=o.mAP, muAP=o.muAP,
+        n_queries=o.n_queries,
+        per_family={fam: {"recall@1": s.recall["1"], "muAP": s.muAP} for fam, s in res.per_family.items()})

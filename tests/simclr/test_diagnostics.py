@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from neardup.simclr.diagnostics import group_geometry
+from neardup.simclr.diagnostics import evaluate, format_evaluation, group_geometry
 from tests.conftest import make_image
 
 
@@ -50,9 +50,18 @@ def test_evaluate_finetuning_end_to_end(tmp_path):
     assert sorted(p.name for p in (run / "encoders").glob("*.pt")) == ["epoch_001.pt", "epoch_002.pt"]
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert any("val_recall@1" in r for r in log) and any("images_per_s" in r for r in log)
+    summary = json.loads((run / "summary.json").read_text())  # ValidationScores.to_dict keeps the run files' keys
+    assert list(summary["best"]) == ["recall@1", "recall@10", "mAP", "muAP", "n_queries", "per_family"]
+    assert [h["epoch"] for h in summary["history"]] == [-1, 0, 1] and summary["best_epoch"] in (1, 2)
+    files = sorted(p.relative_to(run) for p in run.rglob("*"))
+    computed = evaluate(run, [])  # computes only: nothing written
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == files
+    assert [c.name for c in computed.checkpoints] == ["base", "epoch_001", "epoch_002"]
     res = CliRunner().invoke(main, ["evaluate-finetuning", str(run)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
+    assert res.output.startswith(format_evaluation(computed).splitlines()[0][:40])
     data = json.loads((run / "evaluation" / "evaluation.json").read_text())
+    assert json.dumps(data, sort_keys=True) == json.dumps(computed.to_dict(), sort_keys=True)
     assert data["schema"] == "neardup.finetune.evaluation/1"
     assert [c["name"] for c in data["checkpoints"]] == ["base", "epoch_001", "epoch_002"]
     for c in data["checkpoints"]:

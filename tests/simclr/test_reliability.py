@@ -15,7 +15,8 @@ import yaml
 from neardup.cli.finetune import finetune_cmd
 from neardup.errors import UsageError
 from neardup.outdir import MARKER, folder_lock
-from neardup.simclr.train import CHECKPOINT, FinetuneConfig, field_types, resume_config
+from neardup.simclr.config import FinetuneConfig, field_types
+from neardup.simclr.rundir import CHECKPOINT, resume_config
 from tests.conftest import make_image
 from tests.helpers import expect_error, invoke
 
@@ -232,7 +233,7 @@ def _rank(rank, world, port, cfg_kw, result):
         again = attempt(cfg_kw)
         result[rank] = (first, locked, again)
     finally:
-        dist.cleanup()
+        torch.distributed.destroy_process_group()
 
 
 def test_two_processes_only_rank0_claims_and_a_refusal_stops_both(trained, tmp_path):
