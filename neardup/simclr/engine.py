@@ -108,9 +108,9 @@ class TrainReport:
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    # TODO(resolve_amp): use neardup.extract.base.resolve_amp(amp, device) once the extractor work is merged
-    resolved = amp if amp != "auto" else ("bf16" if device.type == "cuda" else "off")
-    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[resolved]
+    from neardup.extract.base import amp_dtype, resolve_amp
+
+    return amp_dtype(resolve_amp(amp, device))
 
 
 def build(cfg: RunConfig, task: Task, info: dist.DistInfo) -> TrainParts:
