@@ -37,11 +37,6 @@ def _save(fig: object, out: Path, name: str) -> list[Path]:
     return written
 
 
-def _label(p: BenchPoint) -> str:
-    params = ",".join(f"{k}={v}" for k, v in p.params.items())
-    return f"{p.factory}" + (f" {params}" if params else "")
-
-
 def plot_results(result: BenchResult, out: str | os.PathLike, overwrite: bool = False) -> list[Path]:
     """Draw the three figures into ``out`` (claimed for ``plot``, see :mod:`neardup.outdir`); returns the files."""
     if not result.records:

@@ -7,8 +7,13 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from neardup.clustering.density import DBSCANClustering, HDBSCANClustering, dbscan_clustering, hdbscan_clustering
 from neardup.clustering.graph import GraphClustering, graph_clustering
-from neardup.clustering.hierarchical import (LINKAGES, HierarchicalClustering, check_memory, hierarchical_clustering,
-                                             linkage_memory)
+from neardup.clustering.hierarchical import (
+    LINKAGES,
+    HierarchicalClustering,
+    check_memory,
+    hierarchical_clustering,
+    linkage_memory,
+)
 from neardup.clustering.methods import METHODS, cluster_sweep
 from neardup.clustering.metrics import score_partition
 
@@ -92,7 +97,7 @@ def test_graph_equals_single_linkage_cut(metric):
     thresholds = [float(t) * 1.0001  # stay off exact merge heights (float32 vs float64 rounding)
                   for t in np.quantile(single.linkage_matrix_[:, 2], [0.1, 0.3, 0.5, 0.7, 0.9, 0.99])]
     db_sweep = cluster_sweep(X, "dbscan", {"metric": metric, "min_samples": 2}, "eps", thresholds).labels
-    for t, db_swept in zip(thresholds, db_sweep):
+    for t, db_swept in zip(thresholds, db_sweep, strict=True):
         expected = single.cut(distance_threshold=t)
         via_sweep = cluster_sweep(X, "graph", {"metric": metric, "k": len(X)}, "threshold", [t]).labels[0]
         np.testing.assert_array_equal(via_sweep, expected)
@@ -112,7 +117,7 @@ def test_sweeps_reuse_and_match_single_fits():
                              ("dbscan", "eps", {"min_samples": 2}), ("graph", "threshold", {"k": 8}),
                              ("hdbscan", "cluster_selection_epsilon", {"min_cluster_size": 2})]:
         out = cluster_sweep(X, method, {"metric": "cosine", **kw}, name, values)
-        for v, labels in zip(values, out.labels):
+        for v, labels in zip(values, out.labels, strict=True):
             np.testing.assert_array_equal(labels, METHODS[method].function(X, metric="cosine", **kw, **{name: v}))
     out = cluster_sweep(X, "hierarchical", {"metric": "cosine"}, "n_clusters", [2, 12])
     assert [len(np.unique(lab)) for lab in out.labels] == [2, 12] and out.linkage is not None
