@@ -9,6 +9,7 @@ query names.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,7 @@ class RetrievalSet:
 
 
 def load_retrieval_set(database: str | os.PathLike, queries: str | os.PathLike,
-                       distractors: list[str | os.PathLike] | tuple = (), manifest: str | os.PathLike | None = None,
+                       distractors: Sequence[str | os.PathLike] = (), manifest: str | os.PathLike | None = None,
                        metric: str | None = None) -> RetrievalSet:
     """Assemble database (originals + distractors), queries and ground truth from feature folders.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +49,7 @@ def exact_knn(chunks: Iterable[tuple[int, np.ndarray]], queries: np.ndarray, k: 
     ids = np.full((nq, 0), -1, dtype=np.int64)
     for off, block in chunks:
         x = prepare_vectors(block, metric)
+        index: Any
         if m.binary:
             index = faiss.IndexBinaryFlat(x.shape[1] * 8)
         else:

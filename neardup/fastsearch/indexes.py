@@ -153,6 +153,7 @@ def build_index(spec: str, d: int, metric: str, n: int | None = None, ef_constru
     spec = resolve_spec(spec, n)
     m = get_metric(metric)
     check_metric(spec, m.name)
+    index: Any
     try:
         if m.binary:
             if d % 8:
@@ -187,8 +188,9 @@ def _check_transforms(index: Any, spec: str) -> None:
     if isinstance(index, faiss.IndexRefine):
         index = faiss.downcast_index(index.base_index)
     if isinstance(index, faiss.IndexPreTransform):
-        for i in range(index.chain.size()):
-            vt = faiss.downcast_VectorTransform(index.chain.at(i))
+        chain: Any = index.chain  # a swig vector (faiss' stubs call it a list)
+        for i in range(chain.size()):
+            vt = faiss.downcast_VectorTransform(chain.at(i))
             if isinstance(vt, faiss.PCAMatrix) and vt.d_out > vt.d_in:
                 raise UsageError(f"{spec}: PCA cannot output {vt.d_out} dimensions from {vt.d_in}; "
                                  f"use PCA{vt.d_in} or fewer")
@@ -253,8 +255,9 @@ def min_train_vectors(index: Any) -> tuple[int, str]:
         if isinstance(index, faiss.IndexRefine):
             index = faiss.downcast_index(index.base_index)
         elif isinstance(index, faiss.IndexPreTransform):
-            for i in range(index.chain.size()):
-                vt = faiss.downcast_VectorTransform(index.chain.at(i))
+            chain: Any = index.chain  # a swig vector (faiss' stubs call it a list)
+            for i in range(chain.size()):
+                vt = faiss.downcast_VectorTransform(chain.at(i))
                 if isinstance(vt, faiss.OPQMatrix):
                     k = 256 if vt.pq is None else 2 ** int(vt.pq.nbits)
                     needs.append((k, f"the OPQ rotation's quantiser of {k} centroids"))
@@ -354,7 +357,7 @@ def index_nbytes(index: Any) -> int:
         total[0] += len(buf)
         return len(buf)
 
-    writer = faiss.PyCallbackIOWriter(count)
+    writer = faiss.PyCallbackIOWriter(count)  # type: ignore[attr-defined]  # missing from faiss' stubs
     (faiss.write_index_binary if is_binary(index) else faiss.write_index)(index, writer)
     return total[0]
 

@@ -409,8 +409,8 @@ def _input_paths(images: str | os.PathLike | Sequence[str]) -> tuple[list[str], 
     from neardup.extract.pipeline import collect_inputs
 
     if isinstance(images, (str, os.PathLike)):
-        paths, _, problems = collect_inputs(images)
-        return paths, problems
+        paths, _, found = collect_inputs(images)
+        return paths, found
     out: list[str] = []
     problems: list[dict[str, str]] = []
     for p in images:

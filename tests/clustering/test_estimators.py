@@ -156,14 +156,30 @@ def test_bad_input_is_a_clear_error(est):
         clone(est).fit(np.zeros(5, dtype=np.float32))
 
 
+@pytest.mark.parametrize("method,kw", [
+    ("hierarchical", {"linkage": "ward", "distance_threshold": 0.2}),
+    ("dbscan", {"eps": 0.2, "min_samples": 2}),
+    ("hdbscan", {"min_cluster_size": 2}),
+    ("graph", {"threshold": 0.2, "k": 8, "pca": 8}),
+    ("graph", {"threshold": 0.2, "k": 8, "index": "IVF{nlist},Flat"}),  # fastsearch's factory strings
+])
+def test_l2_is_the_metric_name_and_euclidean_its_alias(method, kw):
+    X, y = planted()
+    l2 = METHODS[method].function(X, metric="l2", **kw)
+    np.testing.assert_array_equal(l2, METHODS[method].function(X, metric="euclidean", **kw))
+    assert score_partition(y, l2).ari == pytest.approx(1.0)
+
+
 def test_bad_parameters():
     X, _ = planted()
     with pytest.raises(ValueError, match="eps"):
         DBSCANClustering(eps=0).fit(X)
     with pytest.raises(ValueError, match="min_cluster_size"):
         hdbscan_clustering(X, min_cluster_size=1)
-    with pytest.raises(ValueError, match="unknown metric"):
+    with pytest.raises(ValueError, match=r"unknown metric 'manhattan'; use one of l2 \(or euclidean\), cosine"):
         graph_clustering(X, metric="manhattan")
+    with pytest.raises(ValueError, match="unsupported index spec 'LSH'"):
+        graph_clustering(X, index="LSH")
 
 
 # scikit-learn's own conformance checks (about 10 s for all four). HDBSCAN runs with eom selection here: with the
