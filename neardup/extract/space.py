@@ -93,19 +93,22 @@ class FeatureSpace:
 
 def _first_difference(ref: FeatureSpace, other: FeatureSpace, ref_name: str, name: str) -> str | None:
     """How ``other`` differs from ``ref``, as the clause of an error message (None when they match)."""
-    if (other.model, other.dim) != (ref.model, ref.dim):
-        hint = f"extract with --model {ref.model}" if other.model != ref.model else "extract with the same --layer"
-        return f"{name} holds {other.describe()} but {ref_name} holds {ref.describe()}; {hint}"
+    if other.model != ref.model:
+        return (f"{name} holds {other.describe()} but {ref_name} holds {ref.describe()}; "
+                f"extract with --model {ref.model}")
+    if other.transform != ref.transform:  # before the dimension: whitening changes it
+        def tf(t: str | None) -> str:
+            return f"digest {t}" if t else "none"
+        return (f"{name} and {ref_name} use different stored transforms (L2/whitening: {tf(other.transform)} "
+                f"against {tf(ref.transform)}); extract both with the same --normalize/--whiten, or the second "
+                f"with --transform-from the first")
+    if other.dim != ref.dim:
+        return f"{name} holds {other.describe()} but {ref_name} holds {ref.describe()}; extract with the same --layer"
     if other.metric != ref.metric:
         return f"{name} holds {other.metric} features but {ref_name} holds {ref.metric} features"
     if other.preprocessing is not None and ref.preprocessing is not None and other.preprocessing != ref.preprocessing:
         return (f"{name} uses preprocessing {other.preprocessing} but {ref_name} uses {ref.preprocessing}; "
                 f"re-extract with the same --input-size")
-    if other.transform != ref.transform:
-        def tf(t: str | None) -> str:
-            return f"stored transform {t}" if t else "no stored transform"
-        return (f"{name} has {tf(other.transform)} (L2/whitening) but {ref_name} has {tf(ref.transform)}; "
-                f"extract both with the same --normalize/--whiten, or the second with --transform-from the first")
     if other.weights and ref.weights and other.weights != ref.weights:
         return (f"{name} was extracted with other weights (sha256 {other.weights[:12]}) than {ref_name} "
                 f"(sha256 {ref.weights[:12]}); extract with the same --weights")

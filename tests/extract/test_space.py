@@ -54,7 +54,8 @@ def test_round_trip_and_hash():
     (dict(dim=8), "B holds toy (8-d) but A holds toy (16-d)"),
     (dict(metric="hamming"), "B holds hamming features but A holds cosine features"),
     (dict(preprocessing={"input_size": 9}), "B uses preprocessing {'input_size': 9} but A uses {'input_size': 8}"),
-    (dict(transform="f" * 16), "B has stored transform ffff"),
+    (dict(transform="f" * 16), "B and A use different stored transforms (L2/whitening: digest ffff"),
+    (dict(transform="f" * 16, dim=8), "different stored transforms"),  # whitening changes the dimension too
     (dict(weights="9" * 64), "B was extracted with other weights (sha256 999999999999) than A (sha256 000000000000)"),
 ])
 def test_require_same_space_names_the_first_difference(other, message):

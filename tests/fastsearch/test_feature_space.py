@@ -33,7 +33,7 @@ def test_index_records_its_space_and_add_checks_it(tmp_path):
     idx = IndexDir.open(tmp_path / "idx")
     assert idx.meta.metric == "l2"  # the one library name
     assert FeatureSpace.of_index(idx.meta) == FeatureSpace("toy", 16, "cosine", {"input_size": 8}, None, "a" * 64)
-    with pytest.raises(UsageError, match="feature folder .*b has stored transform .* but the index has no stored"):
+    with pytest.raises(UsageError, match="feature folder .*b and the index use different stored transforms"):
         add_features(tmp_path / "idx", s["b"])
     with pytest.raises(UsageError, match="other weights .* than the index"):
         add_features(tmp_path / "idx", s["c"])
@@ -55,7 +55,8 @@ def test_an_index_without_a_recorded_space_is_still_checked(tmp_path):
 
 def test_search_refuses_queries_from_another_space(tmp_path):
     s = stores(tmp_path)
-    with pytest.raises(UsageError, match=f"feature spaces disagree: queries {s['b']} has stored transform"):
+    with pytest.raises(UsageError, match=f"feature spaces disagree: queries {s['b']} and database {s['a']} use "
+                                         f"different stored transforms"):
         load_retrieval_set(s["a"], s["b"])
     with pytest.raises(UsageError, match=f"distractors {s['c']} was extracted with other weights"):
         load_retrieval_set(s["a"], s["a"], [s["c"]])
