@@ -131,6 +131,7 @@ class BenchConfig:
             raise UsageError("--nprobe, --ef-search and --k-factor values must be >= 1")
         for m in self.metrics:
             canonical_metric(m)
+        faiss_device(self.device)  # an impossible --device is refused before the inputs are read
 
 
 def _grid(names: set[str], cfg: BenchConfig) -> list[dict[str, int]]:

@@ -121,6 +121,11 @@ class IndexMeta:
         if d["metric"] not in METRICS or d["num_features"] < 1 or d["ntotal"] < 0:
             raise UsageError(f"{source} is damaged: metric {d['metric']!r}, num_features {d['num_features']}, "
                              f"ntotal {d['ntotal']}; rebuild with `neardup index build`")
+        space = d.get("space")
+        if space is not None and not (isinstance(space.get("model"), str) and isinstance(space.get("metric"), str)
+                                      and isinstance(space.get("dim"), int)):
+            raise UsageError(f"{source} is damaged: its feature space {str(space)[:80]} lacks model, dim or metric; "
+                             f"rebuild with `neardup index build`")
         return cls(**{k: d[k] for k in _TYPES if k in d})  # unknown keys (newer versions) are ignored
 
 

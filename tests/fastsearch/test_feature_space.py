@@ -51,6 +51,12 @@ def test_an_index_without_a_recorded_space_is_still_checked(tmp_path):
     assert add_features(tmp_path / "idx", s["c"]) == 40  # the old record knows no weights: not held against c
     with pytest.raises(UsageError, match="stored transform"):
         add_features(tmp_path / "idx", s["b"])
+    gen = IndexDir.open(tmp_path / "idx").folder
+    meta = json.loads((gen / "meta.json").read_text())
+    meta["space"] = {"model": "toy"}
+    (gen / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(UsageError, match="is damaged: its feature space .* lacks model, dim or metric"):
+        IndexDir.open(tmp_path / "idx")
 
 
 def test_search_refuses_queries_from_another_space(tmp_path):

@@ -170,3 +170,7 @@ def test_faiss_device_auto_falls_back_with_a_note_and_explicit_cuda_is_refused()
         faiss_device("cuda")
     with pytest.raises(UsageError, match="unknown device"):
         faiss_device("tpu")
+    from neardup.fastsearch.bench import BenchConfig
+
+    with pytest.raises(UsageError, match="--device cuda"):  # refused before any input is read
+        BenchConfig(device="cuda").validate()
