@@ -62,7 +62,7 @@ def prepare_real(out: Path, bsds: Path) -> list[Path]:
 def stage_real(out: Path, bsds: Path) -> None:
     from neardup.clustering.data import load_features, truth_from_manifests
     from neardup.clustering.run import run_clustering
-    from neardup.fastsearch.exact import l2_normalize
+    from neardup.fastsearch.vectors import l2_normalize
 
     folders = prepare_real(out, bsds)
     inp = load_features(folders)
@@ -78,7 +78,7 @@ def stage_real(out: Path, bsds: Path) -> None:
          [round(v, 2) for v in np.arange(0.2, 1.01, 0.05)], "cosine"),
         ("hierarchical weighted", "hierarchical", {"linkage": "weighted"}, "distance_threshold", radius, "cosine"),
         ("hierarchical ward (L2-normalised)", "hierarchical", {"linkage": "ward"}, "n_clusters",
-         list(range(100, 1001, 25)), "euclidean"),
+         list(range(100, 1001, 25)), "l2"),
         ("dbscan min_samples=2", "dbscan", {"min_samples": 2}, "eps", radius, "cosine"),
         ("dbscan min_samples=5", "dbscan", {"min_samples": 5}, "eps", radius, "cosine"),
         ("hdbscan min_cluster_size=2", "hdbscan", {"min_cluster_size": 2}, "cluster_selection_epsilon",
@@ -90,7 +90,7 @@ def stage_real(out: Path, bsds: Path) -> None:
     print(f"{'method':<36} {'swept':<26} {'best':>6} {'ARI':>7} {'pairF1':>7} {'clusters':>8} {'noise':>6} "
           f"{'fit_s':>7}")
     for label, method, params, name, values, metric in runs:
-        X = Xn if metric == "euclidean" else inp.features
+        X = Xn if metric == "l2" else inp.features
         t0 = time.perf_counter()
         res, _, _, _ = run_clustering(X, method, params, metric, sweep_param=name, values=values, truth=truth,
                                       attributes=0)
@@ -105,7 +105,7 @@ def stage_real(out: Path, bsds: Path) -> None:
 def real_base(out: Path) -> np.ndarray:
     """L2-normalised real features (val + train + queries) that the synthetic groups are planted around."""
     from neardup.clustering.data import load_features
-    from neardup.fastsearch.exact import l2_normalize
+    from neardup.fastsearch.vectors import l2_normalize
 
     folders = [out / "features" / n for n in ("originals", "distractors", "queries")]
     return l2_normalize(load_features([f for f in folders if (f / "meta.json").is_file()]).features)

@@ -164,7 +164,7 @@ def sweep_name(method: str, name: str | None) -> str | None:
               help="Output folder: new, empty, or an earlier `neardup cluster` output (whose files are replaced).")
 @click.option("--overwrite", is_flag=True,
               help="Write into a non-empty folder that holds no cluster output, beside its files (none is removed).")
-@click.option("--metric", type=click.Choice(["cosine", "euclidean", "hamming"]), default=None,
+@click.option("--metric", type=click.Choice(["cosine", "l2", "euclidean", "hamming"]), default=None,
               help="[default: the extractor's: cosine, or hamming for hashes]")
 @click.option("--normalize", is_flag=True, default=None, help="L2-normalise float features first (e.g. for ward).")
 # the options of the methods (MethodOption: the help names the methods that take each, from the registry)
@@ -229,7 +229,9 @@ def cluster(features: tuple[str, ...], method: str, out: str, overwrite: bool, m
 
     check_out_dir(out, "cluster", overwrite=overwrite, owned=OWNED)  # before any work: a refused --out costs nothing
     inp = load_features(list(features))
-    metric = metric or ("hamming" if inp.metric == "hamming" else "cosine")
+    from neardup.fastsearch.vectors import canonical_metric
+
+    metric = canonical_metric(metric or ("hamming" if inp.metric == "hamming" else "cosine"))
     options["max_memory"] = parse_bytes(options.get("max_memory"))
     values = parse_sweep(sweep)
     params = method_params(method, metric, options, values is not None)
@@ -237,7 +239,7 @@ def cluster(features: tuple[str, ...], method: str, out: str, overwrite: bool, m
     if normalize:
         if X.dtype == np.uint8:
             raise UsageError("--normalize applies to float features, not binary hashes")
-        from neardup.fastsearch.exact import l2_normalize
+        from neardup.fastsearch.vectors import l2_normalize
 
         X = l2_normalize(X)
     if manifests and labels_csv:

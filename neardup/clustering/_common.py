@@ -4,15 +4,21 @@ Distances are always *distances* (smaller = closer) in the method's metric, so
 one threshold means the same thing to every method:
 
 * ``cosine``: 1 - cosine similarity, in [0, 2] (features are L2-normalised);
-* ``euclidean``: the L2 distance of the raw features;
+* ``l2`` (alias ``euclidean``): the L2 distance of the raw features;
 * ``hamming``: the number of differing bits of packed binary hashes (uint8).
+
+Metric names are those of the vector layer (:mod:`neardup.fastsearch.vectors`); the
+estimators accept its aliases and work with the canonical name (:func:`cluster_metric`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-METRICS = ("euclidean", "cosine", "hamming")
+from neardup.errors import UsageError
+from neardup.fastsearch.vectors import canonical_metric, l2_normalize
+
+METRICS = ("l2", "cosine", "hamming")
 #: Most settings one sweep may have: each costs a clustering (or a cut) and a scoring of every image.
 MAX_SETTINGS = 1000
 
@@ -28,6 +34,14 @@ def as_2d(X: np.ndarray) -> np.ndarray:
     return check_array(X, accept_sparse=False, dtype=None, ensure_all_finite=False, input_name="features")
 
 
+def cluster_metric(metric: str) -> str:
+    """The canonical name of a clustering metric (``euclidean`` -> ``l2``); ValueError for others (sklearn's way)."""
+    try:
+        return canonical_metric(metric, METRICS)
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def check_features(X: np.ndarray, metric: str) -> np.ndarray:
     """Validate features for ``metric`` and return them ready for distance computations.
 
@@ -38,8 +52,7 @@ def check_features(X: np.ndarray, metric: str) -> np.ndarray:
     Raises:
         ValueError: not 2-d, empty, NaN/inf rows, unknown metric, or hamming on float features.
     """
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+    metric = cluster_metric(metric)
     X = as_2d(X)
     if X.dtype == np.uint8:
         if metric == "hamming":
@@ -56,7 +69,7 @@ def check_features(X: np.ndarray, metric: str) -> np.ndarray:
         norms = np.linalg.norm(X, axis=1, keepdims=True)
         if np.any(norms == 0):
             raise ValueError(f"{int(np.sum(norms == 0))} all-zero feature row(s): cosine distance is undefined")
-        X = X / norms
+        X = l2_normalize(X, eps=0)
     return X
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from neardup.clustering._common import check_features, pair_distances
+from neardup.clustering._common import check_features, cluster_metric, pair_distances
 
 
 @dataclass
@@ -70,6 +70,7 @@ def cluster_attributes(X: np.ndarray, labels: np.ndarray, metric: str, max_clust
         space, one row per returned cluster.
     """
     labels = np.asarray(labels)
+    metric = cluster_metric(metric)
     Xp = check_features(X, metric)
     ids, sizes = np.unique(labels[labels >= 0], return_counts=True)
     order = np.lexsort((ids, -sizes))
@@ -80,7 +81,7 @@ def cluster_attributes(X: np.ndarray, labels: np.ndarray, metric: str, max_clust
         sort = np.argsort(labels, kind="stable")
         starts = np.searchsorted(labels[sort], chosen, side="left")
         ends = np.searchsorted(labels[sort], chosen, side="right")
-        members = {c: np.sort(sort[s:e]) for c, s, e in zip(chosen, starts, ends)}
+        members = {c: np.sort(sort[s:e]) for c, s, e in zip(chosen, starts, ends, strict=True)}
     cents = [_centroid(Xp[members[c]], metric) for c in chosen]
     out: list[ClusterAttributes] = []
     for b in range(0, len(chosen), block):

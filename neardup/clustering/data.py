@@ -20,6 +20,7 @@ import numpy as np
 
 from neardup.data.manifest import MANIFEST_NAME, image_id, read_manifest
 from neardup.errors import UsageError
+from neardup.extract.space import require_same_space
 from neardup.extract.store import FeatureStore
 from neardup.io_utils import read_text
 
@@ -38,11 +39,12 @@ class ClusterInput:
 
 
 def load_features(folders: list[str | os.PathLike] | tuple) -> ClusterInput:
-    """Concatenate feature folders (same model, dimension and preprocessing).
+    """Concatenate feature folders of one feature space (model, dimension, preprocessing, stored transform,
+    weights: see :mod:`neardup.extract.space`).
 
     Raises:
-        UsageError: no folder, a folder given twice, incompatible folders, no features, or a count
-            mismatch between a folder's features and its paths.
+        UsageError: no folder, a folder given twice, folders of different feature spaces, no features, or a
+            count mismatch between a folder's features and its paths.
     """
     if not folders:
         raise UsageError("give at least one feature folder")
@@ -54,10 +56,7 @@ def load_features(folders: list[str | os.PathLike] | tuple) -> ClusterInput:
         seen[key] = str(f)
     stores = [FeatureStore.open(f) for f in folders]
     ref = stores[0]
-    for s in stores[1:]:
-        if (s.model, s.dim, s.meta.get("preprocessing")) != (ref.model, ref.dim, ref.meta.get("preprocessing")):
-            raise UsageError(f"feature folders disagree: {ref.root} is {ref.model} ({ref.dim}-d) but "
-                             f"{s.root} is {s.model} ({s.dim}-d) or uses other preprocessing")
+    require_same_space([s.space for s in stores], [f"feature folder {f}" for f in folders])
     feats, paths, ids = [], [], []
     for s in stores:
         f = s.features()

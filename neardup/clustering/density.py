@@ -14,7 +14,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from neardup.clustering._common import as_2d, check_features, relabel_stable
+from neardup.clustering._common import as_2d, check_features, cluster_metric, relabel_stable
 from neardup.clustering.neighbors import radius_graph
 
 
@@ -41,7 +41,7 @@ class DBSCANClustering(ClusterMixin, BaseEstimator):
         eps: neighbourhood radius in ``metric`` (cosine distance, L2, or bits).
         min_samples: neighbours (itself included) that make a core image; 2 makes
             DBSCAN a single-linkage cut at ``eps``.
-        metric: euclidean, cosine or hamming.
+        metric: l2 (alias euclidean), cosine or hamming.
 
     Attributes:
         labels_: (n,) cluster ids by smallest member, -1 for noise.
@@ -53,7 +53,7 @@ class DBSCANClustering(ClusterMixin, BaseEstimator):
         self.min_samples = min_samples
         self.metric = metric
 
-    def fit(self, X: np.ndarray, y: object = None) -> "DBSCANClustering":
+    def fit(self, X: np.ndarray, y: object = None) -> DBSCANClustering:
         if not self.eps > 0:
             raise ValueError(f"eps must be > 0, got {self.eps}")
         if int(self.min_samples) < 1:
@@ -82,7 +82,7 @@ class HDBSCANClustering(ClusterMixin, BaseEstimator):
         min_cluster_size: smallest group reported (2 finds pairs of copies).
         min_samples: density smoothing [default: min_cluster_size].
         cluster_selection_epsilon: clusters closer than this (in ``metric``) are merged.
-        metric: euclidean, cosine or hamming. Cosine runs as euclidean on
+        metric: l2 (alias euclidean), cosine or hamming. Cosine runs as euclidean on
             normalised vectors (a monotone map, so the hierarchy is the same;
             the epsilon is converted); hamming runs on unpacked bits.
         cluster_selection_method: ``leaf`` (many small clusters: near-duplicate
@@ -107,7 +107,7 @@ class HDBSCANClustering(ClusterMixin, BaseEstimator):
         self.cluster_selection_method = cluster_selection_method
         self.algorithm = algorithm
 
-    def fit(self, X: np.ndarray, y: object = None) -> "HDBSCANClustering":
+    def fit(self, X: np.ndarray, y: object = None) -> HDBSCANClustering:
         import hdbscan
 
         if int(self.min_cluster_size) < 2:
@@ -120,11 +120,12 @@ class HDBSCANClustering(ClusterMixin, BaseEstimator):
                       "boruvka_balltree")
         if self.algorithm not in algorithms:
             raise ValueError(f"algorithm must be one of {', '.join(algorithms)}, not {self.algorithm!r}")
-        Xp = check_features(X, self.metric)
-        eps, metric = float(self.cluster_selection_epsilon), "euclidean"
-        if self.metric == "cosine":
+        own = cluster_metric(self.metric)
+        Xp = check_features(X, own)
+        eps, metric = float(self.cluster_selection_epsilon), "euclidean"  # hdbscan's name for l2
+        if own == "cosine":
             eps = float(np.sqrt(2.0 * eps))  # ||a - b|| = sqrt(2 (1 - cos)) for unit vectors
-        elif self.metric == "hamming":
+        elif own == "hamming":
             Xp = np.unpackbits(Xp, axis=1).astype(np.float64)
             eps = float(np.sqrt(eps))  # euclidean on 0/1 bits = sqrt(differing bits)
         self.n_features_in_ = np.asarray(X).shape[1]

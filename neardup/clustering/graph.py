@@ -15,20 +15,20 @@ from scipy import sparse
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from neardup.clustering._common import as_2d, check_features, relabel_stable
-from neardup.clustering.neighbors import Projector, knn_graph
+from neardup.clustering.neighbors import knn_graph, projector
 
 
-def components_from_knn(D: np.ndarray, I: np.ndarray, threshold: float) -> np.ndarray:
+def components_from_knn(dist: np.ndarray, ids: np.ndarray, threshold: float) -> np.ndarray:
     """Connected components of the k-NN edges with distance <= ``threshold``, labels by smallest member.
 
     Why a separate function: a threshold sweep reuses one k-NN search.
     """
     from scipy.sparse.csgraph import connected_components
 
-    n = len(D)
-    keep = (I >= 0) & (D <= threshold)
-    rows = np.broadcast_to(np.arange(n)[:, None], I.shape)[keep]
-    graph = sparse.csr_matrix((np.ones(len(rows), dtype=np.int8), (rows, I[keep])), shape=(n, n))
+    n = len(dist)
+    keep = (ids >= 0) & (dist <= threshold)
+    rows = np.broadcast_to(np.arange(n)[:, None], ids.shape)[keep]
+    graph = sparse.csr_matrix((np.ones(len(rows), dtype=np.int8), (rows, ids[keep])), shape=(n, n))
     _, labels = connected_components(graph, directed=True, connection="weak")
     return relabel_stable(labels)
 
@@ -41,7 +41,7 @@ class GraphClustering(ClusterMixin, BaseEstimator):
             bits): for cosine, similarity >= 1 - threshold.
         k: neighbours per image (itself included); a group larger than k can
             still be connected through chains of neighbours.
-        metric: euclidean, cosine or hamming.
+        metric: l2 (alias euclidean), cosine or hamming.
         index: ``flat`` (exact), ``hnsw`` (approximate), or a faiss factory string
             searched with nprobe 16, e.g. ``IVF4096,Flat``: for a million images this
             is faster than HNSW and, near-duplicates sharing their cell, keeps recall
@@ -65,14 +65,14 @@ class GraphClustering(ClusterMixin, BaseEstimator):
         self.ef_search = ef_search
         self.seed = seed
 
-    def fit(self, X: np.ndarray, y: object = None, show_progress: bool = False) -> "GraphClustering":
+    def fit(self, X: np.ndarray, y: object = None, show_progress: bool = False) -> GraphClustering:
         if self.threshold < 0:
             raise ValueError(f"threshold must be >= 0, got {self.threshold}")
         if int(self.k) < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
         X = as_2d(X)
         check_features(X[:1], self.metric)  # shape, dtype and metric; rows are checked per block
-        project = Projector(X, self.metric, self.pca, seed=self.seed)
+        project = projector(X, self.metric, self.pca, seed=self.seed)
         self.knn_distances_, self.knn_indices_ = knn_graph(X, int(self.k), self.metric, self.index, project,
                                                            ef_search=self.ef_search, show_progress=show_progress)
         self.n_features_in_ = X.shape[1]

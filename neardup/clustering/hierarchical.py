@@ -16,8 +16,14 @@ import os
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from neardup.clustering._common import (as_2d, check_exactly_one, check_features, condensed_distances,
-                                       relabel_stable)
+from neardup.clustering._common import (
+    as_2d,
+    check_exactly_one,
+    check_features,
+    cluster_metric,
+    condensed_distances,
+    relabel_stable,
+)
 
 LINKAGES = ("single", "complete", "average", "weighted", "centroid", "median", "ward")
 EUCLIDEAN_ONLY = ("centroid", "median", "ward")
@@ -74,16 +80,17 @@ def linkage_matrix(X: np.ndarray, linkage: str = "average", metric: str = "cosin
     """The scipy linkage matrix Z ((n-1) x 4) of ``X``.
 
     Raises:
-        ValueError: unknown linkage, or centroid/median/ward with a non-euclidean metric, bad features.
+        ValueError: unknown linkage, or centroid/median/ward with a metric other than l2, bad features.
         MemoryError: the distance matrix would not fit in ``max_memory`` bytes (nothing allocated).
     """
     from scipy.cluster import hierarchy
 
     if linkage not in LINKAGES:
         raise ValueError(f"unknown linkage {linkage!r}; use one of {', '.join(LINKAGES)}")
-    if linkage in EUCLIDEAN_ONLY and metric != "euclidean":
-        raise ValueError(f"{linkage} linkage is only defined for the euclidean metric, not {metric} "
-                         f"(use --metric euclidean, with --normalize for cosine-like features)")
+    metric = cluster_metric(metric)
+    if linkage in EUCLIDEAN_ONLY and metric != "l2":
+        raise ValueError(f"{linkage} linkage is only defined for the euclidean (l2) metric, not {metric} "
+                         f"(use --metric l2, alias euclidean, with --normalize for cosine-like features)")
     X = as_2d(X)
     check_memory(X.shape[0], X.shape[1] * (8 if X.dtype == np.uint8 else 1), max_memory, linkage)
     X = check_features(X, metric)
@@ -115,8 +122,8 @@ class HierarchicalClustering(ClusterMixin, BaseEstimator):
 
     Args:
         linkage: single, complete, average, weighted, centroid, median or ward
-            (the last three need ``metric='euclidean'``).
-        metric: euclidean, cosine (1 - similarity) or hamming (differing bits of hashes).
+            (the last three need ``metric='l2'``).
+        metric: l2 (alias euclidean), cosine (1 - similarity) or hamming (differing bits of hashes).
         distance_threshold: merge while the linkage height is <= this.
         n_clusters: or cut to at most this many clusters (give at most one of the two;
             neither means 2 clusters, as in scikit-learn).
@@ -135,7 +142,7 @@ class HierarchicalClustering(ClusterMixin, BaseEstimator):
         self.n_clusters = n_clusters
         self.max_memory = max_memory
 
-    def fit(self, X: np.ndarray, y: object = None) -> "HierarchicalClustering":
+    def fit(self, X: np.ndarray, y: object = None) -> HierarchicalClustering:
         threshold, k = self.distance_threshold, self.n_clusters
         if threshold is None and k is None:
             k = 2  # as sklearn's AgglomerativeClustering

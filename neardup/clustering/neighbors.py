@@ -2,9 +2,10 @@
 
 Why: DBSCAN and the graph method only need each image's *close* neighbours; a
 sparse graph of those costs O(n * neighbours) memory where a dense distance
-matrix costs O(n^2). Float features go through L2 indexes; for cosine the
-vectors are L2-normalised, so 1 - cos = ||a - b||^2 / 2 and the same index
-serves both metrics. Hashes use faiss' binary indexes (distances in bits).
+matrix costs O(n^2). Indexes, PCA and search parameters come from the vector
+layer (:mod:`neardup.fastsearch`). Float features go through L2 indexes; for
+cosine the vectors are L2-normalised, so 1 - cos = ||a - b||^2 / 2 and the same
+index serves both metrics. Hashes use faiss' binary indexes (distances in bits).
 
 Inputs are prepared block by block (:func:`blocks`), so a caller's feature
 matrix is never copied whole: for a million 1280-d vectors that copy alone
@@ -14,51 +15,62 @@ would be 5 GB.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 from scipy import sparse
 
-from neardup.clustering._common import check_features
+from neardup.clustering._common import check_features, cluster_metric
+from neardup.errors import UsageError
+from neardup.fastsearch.indexes import build_index, check_trainable, search_param_names, set_search_params, train_index
+from neardup.fastsearch.vectors import PCA
 from neardup.progress import progress
 
 BLOCK = 16384
 
 
-class Projector:
-    """Optional PCA reduction (faiss.PCAMatrix), trained on a sample, applied block by block.
+#: Most vectors an index is trained on (a seeded sample beyond that).
+TRAIN_SAMPLE = 100_000
 
-    For cosine the projected vectors are re-normalised, so distances stay
-    cosine distances, now measured in the reduced space.
+
+@contextlib.contextmanager
+def _value_errors() -> Iterator[None]:
+    """The vector layer's UsageErrors as ValueErrors: what scikit-learn-style estimators raise."""
+    try:
+        yield
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
+
+
+Prepare = Callable[[np.ndarray], np.ndarray]
+
+
+def projector(X: np.ndarray, metric: str, dim: int | None = None, sample: int = TRAIN_SAMPLE,
+              seed: int = 0) -> Prepare:
+    """``block -> vectors the index sees``: :func:`check_features`, then an optional PCA to ``dim`` dimensions.
+
+    The PCA (:class:`neardup.fastsearch.vectors.PCA`) is fitted on a seeded sample of up to ``sample`` rows;
+    ``dim`` at or above the feature width keeps the features as they are. For cosine the projected vectors
+    are re-normalised, so distances stay cosine distances, now measured in the reduced space.
+
+    Raises:
+        ValueError: pca with hamming, a dimension < 1, or fewer sample rows than ``dim``.
     """
-
-    def __init__(self, X: np.ndarray, metric: str, dim: int | None, sample: int = 100_000, seed: int = 0) -> None:
-        self.metric, self.pca = metric, None
-        if dim is not None and metric == "hamming":
-            raise ValueError("pca reduces float features; it does not apply to the hamming metric of binary hashes")
-        if dim is not None and int(dim) < 1:
-            raise ValueError(f"pca must be >= 1 dimension, got {dim}")
-        if dim is not None and dim < X.shape[1] * (8 if X.dtype == np.uint8 else 1):
-            import faiss
-
-            n_train = min(sample, len(X))
-            if n_train < dim:  # faiss aborts: a PCA fitted on n vectors has at most n components
-                raise ValueError(f"pca {dim} needs at least {dim} vectors to fit the projection, but there are only "
-                                 f"{n_train}: use pca <= {n_train}, or no pca")
-            rng = np.random.default_rng(seed)
-            idx = np.sort(rng.choice(len(X), size=n_train, replace=False))
-            train = check_features(X[idx], metric)
-            self.pca = faiss.PCAMatrix(train.shape[1], int(dim))
-            self.pca.train(train)
-
-    def __call__(self, block: np.ndarray) -> np.ndarray:
-        Y = check_features(block, self.metric)
-        if self.pca is not None:
-            Y = self.pca.apply(Y)
-            if self.metric == "cosine":
-                Y /= np.maximum(np.linalg.norm(Y, axis=1, keepdims=True), 1e-12)
-        return np.ascontiguousarray(Y)
+    metric = cluster_metric(metric)
+    if dim is None:
+        return lambda block: check_features(block, metric)
+    if metric == "hamming":
+        raise ValueError("pca reduces float features; it does not apply to the hamming metric of binary hashes")
+    if int(dim) < 1:
+        raise ValueError(f"pca must be >= 1 dimension, got {dim}")
+    if dim >= X.shape[1] * (8 if X.dtype == np.uint8 else 1):
+        return lambda block: check_features(block, metric)
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(X), size=min(sample, len(X)), replace=False))
+    with _value_errors():
+        pca = PCA(int(dim), normalize=metric == "cosine").fit(check_features(X[idx], metric))
+    return lambda block: pca.transform(check_features(block, metric))
 
 
 def blocks(n: int, size: int = BLOCK) -> Iterator[tuple[int, int]]:
@@ -66,43 +78,30 @@ def blocks(n: int, size: int = BLOCK) -> Iterator[tuple[int, int]]:
         yield start, min(start + size, n)
 
 
-def build_index(X: np.ndarray, metric: str, index: str = "flat", project: Projector | None = None,
-                hnsw_m: int = 16, ef_construction: int = 40, show_progress: bool = False) -> Any:
-    """A faiss index over ``X`` (prepared in blocks): ``flat`` (exact), ``hnsw`` (approximate) or a factory string."""
-    import faiss
+def index_features(X: np.ndarray, metric: str, index: str = "flat", project: Prepare | None = None,
+                   hnsw_m: int = 16, ef_construction: int = 40, show_progress: bool = False) -> Any:
+    """A faiss index over ``X`` (prepared in blocks): ``flat`` (exact), ``hnsw`` (approximate) or a factory string.
 
-    project = project or Projector(X, metric, None)
+    Built by the vector layer (:func:`neardup.fastsearch.indexes.build_index`): float vectors go into an l2
+    index (cosine ones normalised first, see the module doc), hashes into a binary one.
+
+    Raises:
+        ValueError: an unsupported factory string, or too few vectors to train it.
+    """
+    metric = cluster_metric(metric)
+    project = project or projector(X, metric)
     first = project(X[:1])
-    d = first.shape[1]
-    if metric == "hamming":
-        bits = d * 8
-        if index == "flat":
-            idx = faiss.IndexBinaryFlat(bits)
-        elif index == "hnsw":
-            idx = faiss.IndexBinaryHNSW(bits, hnsw_m)
-            idx.hnsw.efConstruction = ef_construction
-        else:
-            idx = _factory(faiss.index_binary_factory, bits, index)
-    else:
-        if index == "flat":
-            idx = faiss.IndexFlatL2(d)
-        elif index == "hnsw":
-            idx = faiss.IndexHNSWFlat(d, hnsw_m)
-            idx.hnsw.efConstruction = ef_construction
-        else:
-            idx = _factory(faiss.index_factory, d, index)
-    if not idx.is_trained:
-        rng = np.random.default_rng(0)
-        sample = np.sort(rng.choice(len(X), size=min(len(X), 100_000), replace=False))
-        if len(sample) < getattr(idx, "nlist", 0):
-            raise ValueError(f"index {index!r} has {idx.nlist} lists but there are only {len(sample)} vectors "
-                             f"to train it: use fewer lists (e.g. IVF{max(1, int(np.sqrt(len(X))))},Flat) or flat")
-        try:
-            idx.train(project(X[sample]))
-        except RuntimeError as exc:  # e.g. a PQ codebook with more centroids than training vectors
-            msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            msg = msg.split("failed: ")[-1]
-            raise ValueError(f"faiss cannot train index {index!r} on {len(sample)} vectors: {msg}") from None
+    binary = metric == "hamming"
+    d = first.shape[1] * 8 if binary else first.shape[1]
+    prefix = "B" if binary else ""
+    spec = {"flat": f"{prefix}Flat", "hnsw": f"{prefix}HNSW{int(hnsw_m)}"}.get(index, index)
+    with _value_errors():
+        idx = build_index(spec, d, "hamming" if binary else "l2", n=len(X), ef_construction=ef_construction)
+        if not idx.is_trained:
+            rng = np.random.default_rng(0)
+            sample = np.sort(rng.choice(len(X), size=min(len(X), TRAIN_SAMPLE), replace=False))
+            check_trainable(idx, spec, len(sample), "the features to cluster")
+            train_index(idx, project(X[sample]), spec)
     with progress(len(X), "index", "vec", disable=not show_progress) as bar:
         for start, stop in blocks(len(X)):
             idx.add(project(X[start:stop]))
@@ -110,49 +109,42 @@ def build_index(X: np.ndarray, metric: str, index: str = "flat", project: Projec
     return idx
 
 
-def _factory(make: Any, d: int, spec: str) -> Any:
-    """faiss' factory, with its RuntimeError for a bad string turned into a short ValueError."""
-    try:
-        return make(d, spec)
-    except RuntimeError as exc:
-        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"faiss cannot build index {spec!r}: {msg}") from None
-
-
 def to_metric(raw: np.ndarray, metric: str) -> np.ndarray:
     """faiss distances (squared L2 or bits) -> distances in ``metric``."""
     raw = raw.astype(np.float32, copy=False)
+    metric = cluster_metric(metric)
     if metric == "cosine":
         return np.clip(raw / 2.0, 0.0, 2.0)
-    if metric == "euclidean":
+    if metric == "l2":
         return np.sqrt(np.maximum(raw, 0.0))
     return raw
 
 
 def from_metric(radius: float, metric: str) -> float:
     """A radius in ``metric`` -> the faiss radius (squared L2 or bits)."""
+    metric = cluster_metric(metric)
     if metric == "cosine":
         return 2.0 * radius
-    if metric == "euclidean":
+    if metric == "l2":
         return radius * radius
     return radius
 
 
-def knn_graph(X: np.ndarray, k: int, metric: str, index: str = "flat", project: Projector | None = None,
+def knn_graph(X: np.ndarray, k: int, metric: str, index: str = "flat", project: Prepare | None = None,
               ef_search: int = 64, show_progress: bool = False, **index_kw: Any) -> tuple[np.ndarray, np.ndarray]:
     """k nearest neighbours of every row (itself included): (distances float32, indices int64), both (n, k).
 
+    Graph indexes search with efSearch = max(ef_search, k), inverted lists with nprobe 16.
     Missing neighbours (approximate indexes) have index -1 and distance inf.
     """
-    import faiss
-
-    project = project or Projector(X, metric, None)
-    idx = build_index(X, metric, index, project, show_progress=show_progress, **index_kw)
-    if hasattr(idx, "hnsw"):
-        idx.hnsw.efSearch = max(ef_search, k)
-    elif index != "flat":
-        with contextlib.suppress(RuntimeError):
-            faiss.ParameterSpace().set_index_parameter(idx, "nprobe", 16)
+    metric = cluster_metric(metric)
+    project = project or projector(X, metric)
+    idx = index_features(X, metric, index, project, show_progress=show_progress, **index_kw)
+    names = search_param_names(idx)
+    if "efSearch" in names:
+        set_search_params(idx, {"efSearch": max(ef_search, k)})
+    elif "nprobe" in names:
+        set_search_params(idx, {"nprobe": 16})
     k = min(k, len(X))
     D = np.empty((len(X), k), dtype=np.float32)
     ids = np.empty((len(X), k), dtype=np.int64)
@@ -173,8 +165,9 @@ def radius_graph(X: np.ndarray, radius: float, metric: str, show_progress: bool 
     """
     if radius < 0:
         raise ValueError(f"radius must be >= 0, got {radius}")
-    project = Projector(X, metric, None)
-    idx = build_index(X, metric, "flat", project)
+    metric = cluster_metric(metric)
+    project = projector(X, metric)
+    idx = index_features(X, metric, "flat", project)
     # faiss keeps d < r (L2) strictly: search a hair wider, then filter exactly in the metric
     r = from_metric(radius, metric)
     r = int(np.floor(r)) + 1 if metric == "hamming" else r * (1 + 1e-5) + 1e-7

@@ -19,12 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from neardup.errors import UsageError
+from neardup.fastsearch.vectors import l2_normalize
 
 FILE = "transform.npz"
-
-
-def _l2(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 @dataclass
@@ -49,9 +46,9 @@ class FeatureTransform:
         for i in range(0, len(x), chunk):
             b = np.asarray(x[i:i + chunk], dtype=np.float32)
             if self.l2:
-                b = _l2(b)
+                b = l2_normalize(b, dtype=None)
             if self.whiten:
-                b = _l2(((b - self.mean) @ self.components.T) * self.scale)
+                b = l2_normalize(((b - self.mean) @ self.components.T) * self.scale, dtype=None)
             outs.append(b.astype(np.float32))
         return np.concatenate(outs) if outs else np.zeros((0, self.out_dim(x.shape[1])), np.float32)
 
@@ -113,7 +110,7 @@ def fit_transform(sample: np.ndarray, l2: bool = True, whiten_dim: int | None = 
         return FeatureTransform(l2)
     x = np.asarray(sample, dtype=np.float64)
     if l2:
-        x = _l2(x)
+        x = l2_normalize(x, dtype=None)
     n, d = x.shape
     if not 0 < whiten_dim <= min(n - 1, d):
         raise UsageError(f"--whiten {whiten_dim}: needs 0 < dim <= min(sample - 1, features) = {min(n - 1, d)}")

@@ -19,12 +19,15 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from neardup.errors import UsageError
 from neardup.io_utils import atomic_write, atomic_write_json, read_json_object
+
+if TYPE_CHECKING:
+    from neardup.extract.space import FeatureSpace
 
 SCHEMA = "neardup.features/1"
 
@@ -229,6 +232,16 @@ class FeatureStore:
             raise UsageError(f"damaged feature folder: {path} gives {tf.out_dim(self.meta['num_features'])}-d "
                              f"features but meta.json says {self.dim}")
         return tf
+
+    @property
+    def space(self) -> FeatureSpace:
+        """The feature space of ``features()`` (model, dim, metric, preprocessing, stored transform, weights).
+
+        Compare folders with :func:`neardup.extract.space.require_same_space` before mixing their vectors.
+        """
+        from neardup.extract.space import FeatureSpace
+
+        return FeatureSpace.of_store(self)
 
     def __len__(self) -> int:
         return int(self.meta["count"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -22,14 +23,12 @@ from neardup.errors import UsageError
 from neardup.fastsearch.exact import environment
 from neardup.fastsearch.groundtruth import exact_knn
 from neardup.fastsearch.indexes import (
-    METRICS,
     build_index,
     check_metric,
     check_trainable,
+    faiss_device,
     family_of,
     index_nbytes,
-    prepare_vectors,
-    resolve_device,
     resolve_spec,
     search,
     search_param_names,
@@ -43,6 +42,7 @@ from neardup.fastsearch.metrics import ann_recall, mean_average_precision, micro
 from neardup.fastsearch.schema import BENCH_SCHEMA, check_result
 from neardup.fastsearch.synthetic import Database
 from neardup.fastsearch.timing import Timer, faiss_threads, percentiles_ms
+from neardup.fastsearch.vectors import PCA, canonical_metric, prepare_vectors
 from neardup.progress import progress
 
 SCHEMA = "neardup.search.bench/1"
@@ -80,11 +80,6 @@ class BenchPoint:
     threads: int
     device: str
     note: str = ""
-
-    @property
-    def label(self) -> str:
-        p = ",".join(f"{k}={v}" for k, v in self.params.items())
-        return f"{self.index}[{self.metric}{',' + p if p else ''},k={self.k}]"
 
 
 @dataclass
@@ -135,8 +130,8 @@ class BenchConfig:
         if any(v < 1 for v in (*self.nprobe, *self.ef_search, *self.k_factor)):
             raise UsageError("--nprobe, --ef-search and --k-factor values must be >= 1")
         for m in self.metrics:
-            if m not in METRICS:
-                raise UsageError(f"unknown metric {m!r}; use {', '.join(METRICS)}")
+            canonical_metric(m)
+        faiss_device(self.device)  # an impossible --device is refused before the inputs are read
 
 
 def _grid(names: set[str], cfg: BenchConfig) -> list[dict[str, int]]:
@@ -171,7 +166,7 @@ def run_bench(db: Database, queries: np.ndarray, gt: np.ndarray, cfg: BenchConfi
     """
     cfg.validate()
     gt = db.real_positions[gt]  # real-vector index -> database index
-    metrics = cfg.metrics or (default_metric,)
+    metrics = tuple(dict.fromkeys(canonical_metric(m) for m in cfg.metrics or (default_metric,)))
     n, binary = len(db), db.dtype == np.uint8
     dim = db.width * 8 if binary else db.width
     specs = cfg.specs or (("BFlat", "BIVF{nlist}") if binary else ("Flat", "IVF{nlist},Flat"))
@@ -179,7 +174,7 @@ def run_bench(db: Database, queries: np.ndarray, gt: np.ndarray, cfg: BenchConfi
     for s, m in pairs:  # fail early, before hours of work
         _check_spec(s, m, n, dim, cfg.train_size)
     threads = faiss_threads(cfg.threads)
-    device, device_note = resolve_device(cfg.device)
+    device, device_note = faiss_device(cfg.device)
     kmax = max(max(cfg.ks), 10)
     rng = np.random.default_rng(cfg.seed)
     lat_idx = np.sort(rng.choice(len(queries), min(cfg.latency_queries, len(queries)), replace=False))
@@ -189,9 +184,9 @@ def run_bench(db: Database, queries: np.ndarray, gt: np.ndarray, cfg: BenchConfi
     for m in metrics:
         q = prepare_vectors(queries, m)
         t0 = time.perf_counter()
-        s, i = exact_knn(db.chunks(cfg.chunk_size), q, kmax, m)
-        exact[m] = {**_scores_vs_manifest(i, s, gt), "seconds": time.perf_counter() - t0}
-        exact_ids[m] = i
+        best, nearest = exact_knn(db.chunks(cfg.chunk_size), q, kmax, m)
+        exact[m] = {**_scores_vs_manifest(nearest, best, gt), "seconds": time.perf_counter() - t0}
+        exact_ids[m] = nearest
 
     records: list[BenchPoint] = []
     bar = progress(total=len(pairs), desc="bench", unit="index", disable=not show_progress)
@@ -200,7 +195,6 @@ def run_bench(db: Database, queries: np.ndarray, gt: np.ndarray, cfg: BenchConfi
         fam = family_of(factory)
         q = prepare_vectors(queries, m)
         index, used, note = to_device(build_index(factory, dim, m), device)
-        note = "; ".join(x for x in (device_note, note) if x)
         t_train = 0.0
         if not index.is_trained:
             xt = prepare_vectors(db.sample(cfg.train_size or train_size(index, n), cfg.seed), m)
@@ -221,9 +215,8 @@ def run_bench(db: Database, queries: np.ndarray, gt: np.ndarray, cfg: BenchConfi
                 if cfg.warmup:
                     search(index, q[:cfg.warmup], k, m)  # warm-up on a slice, not a second full pass
                 timer = Timer(repeats=1, min_seconds=0.2)
-                scores, ids = timer.run(lambda index=index, q=q, k=k, m=m: search(index, q, k, m))
-                lat = Timer(warmup=cfg.warmup).per_call(
-                    lambda j, index=index, q=q, k=k, m=m: search(index, q[j:j + 1], k, m), lat_idx)
+                scores, ids = timer.run(partial(search, index, q, k, m))
+                lat = Timer(warmup=cfg.warmup).per_call(partial(_search_one, index, q, k, m), lat_idx)
                 pct = percentiles_ms(lat) if len(lat) else {"p50": None, "p99": None}
                 sc = _scores_vs_manifest(ids, scores, gt)
                 records.append(BenchPoint(
@@ -241,8 +234,13 @@ def run_bench(db: Database, queries: np.ndarray, gt: np.ndarray, cfg: BenchConfi
     bar.close()
     ds = {"n_database": n, "n_real": db.n_real, "n_synthetic": db.n_synthetic, "n_queries": len(queries),
           "dim": dim, **(dataset or {})}
-    return BenchResult(ds, exact, records, environment={**environment(), "faiss_threads": threads, "device": device},
-                       created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    env = {**environment(), "faiss_threads": threads, "device": device, "device_note": device_note}
+    return BenchResult(ds, exact, records, environment=env, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def _search_one(index: Any, queries: np.ndarray, k: int, metric: str, j: int) -> tuple[np.ndarray, np.ndarray]:
+    """Query ``j`` alone: what single-query latency times."""
+    return search(index, queries[j:j + 1], k, metric)
 
 
 def _check_spec(spec: str, metric: str, n: int, dim: int, train: int | None) -> None:
@@ -310,19 +308,9 @@ class BenchInputs:
 
 
 def reduce_dim(parts: list[np.ndarray], queries: np.ndarray, d_out: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """PCA to ``d_out`` dimensions, fitted on the real database vectors (faiss PCAMatrix)."""
-    import faiss
-
-    d = parts[0].shape[1]
-    if not 0 < d_out <= d:
-        raise UsageError(f"--pca {d_out} must be between 1 and the feature dimension {d}")
-    fit = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
-    if d_out > len(fit):  # faiss would abort inside PCAMatrix.train
-        raise UsageError(f"--pca {d_out} needs at least {d_out} real database vectors to fit on; there are {len(fit)}")
-    pca = faiss.PCAMatrix(d, d_out)
-    pca.train(fit)
-    return [pca.apply(np.ascontiguousarray(p, dtype=np.float32)) for p in parts], \
-        pca.apply(np.ascontiguousarray(queries, dtype=np.float32))
+    """PCA to ``d_out`` dimensions, fitted on the real database vectors (UsageError for an impossible ``d_out``)."""
+    pca = PCA(d_out, name="--pca").fit(np.concatenate(parts), source="real database vectors")
+    return [pca.transform(p) for p in parts], pca.transform(queries)
 
 
 def load_bench_inputs(database: str, queries: str, distractors: tuple[str, ...] | list[str] = (),

@@ -9,6 +9,7 @@ query names.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import numpy as np
 
 from neardup.data.manifest import MANIFEST_NAME, load_ground_truth, query_key, read_manifest
 from neardup.errors import UsageError
+from neardup.extract.space import require_same_space
 from neardup.extract.store import FeatureStore
+from neardup.fastsearch.vectors import canonical_metric
 
 
 @dataclass
@@ -38,20 +41,8 @@ class RetrievalSet:
         return self.database.dtype == np.uint8
 
 
-def _check_compatible(stores: list[FeatureStore]) -> None:
-    ref = stores[0]
-    for s in stores[1:]:
-        digest = lambda st: st.transform.digest() if st.transform is not None else None  # noqa: E731
-        if digest(s) != digest(ref):
-            raise UsageError(f"feature folders disagree: {ref.root} and {s.root} use different stored transforms "
-                             f"(extract queries and distractors with --transform-from {ref.root})")
-        if (s.model, s.dim, s.meta.get("preprocessing")) != (ref.model, ref.dim, ref.meta.get("preprocessing")):
-            raise UsageError(f"feature folders disagree: {ref.root} is {ref.model} ({ref.dim}-d) but "
-                             f"{s.root} is {s.model} ({s.dim}-d) or uses other preprocessing")
-
-
 def load_retrieval_set(database: str | os.PathLike, queries: str | os.PathLike,
-                       distractors: list[str | os.PathLike] | tuple = (), manifest: str | os.PathLike | None = None,
+                       distractors: Sequence[str | os.PathLike] = (), manifest: str | os.PathLike | None = None,
                        metric: str | None = None) -> RetrievalSet:
     """Assemble database (originals + distractors), queries and ground truth from feature folders.
 
@@ -61,19 +52,21 @@ def load_retrieval_set(database: str | os.PathLike, queries: str | os.PathLike,
         metric: ``cosine`` or ``l2`` for float features; hashes are always ``hamming``.
 
     Raises:
-        UsageError: mismatched models, no query with a match in the database.
+        UsageError: folders from different feature spaces (model, preprocessing, stored transform, weights),
+            no query with a match in the database.
     """
     db_store, q_store = FeatureStore.open(database), FeatureStore.open(queries)
     d_stores = [FeatureStore.open(d) for d in distractors]
-    _check_compatible([db_store, q_store, *d_stores])
-    hashing = db_store.metric == "hamming"
-    if hashing:
+    require_same_space([s.space for s in (db_store, q_store, *d_stores)],
+                       [f"database {database}", f"queries {queries}", *(f"distractors {d}" for d in distractors)])
+    if db_store.metric == "hamming":
         if metric not in (None, "hamming"):
             raise UsageError(f"{db_store.model} features are binary hashes: the metric is hamming, not {metric}")
         metric = "hamming"
-    metric = metric or "cosine"
-    if metric not in ("cosine", "l2", "hamming") or (metric == "hamming" and not hashing):
-        raise UsageError(f"unknown or unsuitable metric {metric!r} for {db_store.model}; use cosine or l2")
+    elif metric == "hamming":
+        raise UsageError(f"{db_store.model} features are not binary hashes: use metric cosine or l2, not hamming")
+    else:
+        metric = canonical_metric(metric or "cosine", ("cosine", "l2"))
 
     db_ids = db_store.ids()
     d_ids = [f"distractor{j}:{i}" for j, s in enumerate(d_stores) for i in s.ids()]

@@ -1,4 +1,4 @@
-"""Exact (brute-force) search with faiss Flat indexes, and the retrieval evaluation built on it."""
+"""The retrieval evaluation of ``neardup search exact``: exact k-NN (streamed, faiss Flat), scored per attack."""
 
 from __future__ import annotations
 
@@ -13,45 +13,17 @@ import numpy as np
 from neardup import __version__
 from neardup.errors import UsageError
 from neardup.fastsearch.dataset import RetrievalSet
+from neardup.fastsearch.groundtruth import exact_knn
 from neardup.fastsearch.metrics import mean_average_precision, micro_average_precision, recall_at_k
 from neardup.fastsearch.schema import EXACT_SCHEMA, check_result
+from neardup.fastsearch.synthetic import Database
+from neardup.fastsearch.vectors import l2_normalize, prepare_vectors  # noqa: F401 - l2_normalize: for the cluster CLI
 from neardup.io_utils import read_json
 
 SCHEMA = "neardup.search.exact/1"
 KS = (1, 5, 10)
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
-
-
-def search_exact(database: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k neighbours by brute force.
-
-    Returns:
-        (scores, indices), each (Q, k); scores are similarities, higher is
-        better (cosine similarity, or the negated L2 / Hamming distance).
-    """
-    import faiss
-
-    k = min(k, len(database))
-    if metric == "hamming":
-        index = faiss.IndexBinaryFlat(database.shape[1] * 8)
-        index.add(np.ascontiguousarray(database, dtype=np.uint8))
-        dist, idx = index.search(np.ascontiguousarray(queries, dtype=np.uint8), k)
-        return -dist.astype(np.float32), idx
-    if metric == "cosine":
-        index = faiss.IndexFlatIP(database.shape[1])
-        index.add(l2_normalize(database))
-        return index.search(l2_normalize(queries), k)
-    if metric == "l2":
-        index = faiss.IndexFlatL2(database.shape[1])
-        index.add(np.ascontiguousarray(database, dtype=np.float32))
-        dist, idx = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-        return -dist, idx
-    raise ValueError(f"unknown metric {metric!r}")
+#: Database rows searched at a time: memory stays O(block + queries x k).
+BLOCK = 65536
 
 
 @dataclass
@@ -142,7 +114,9 @@ def _grouped(keys: np.ndarray, ranked: np.ndarray, scores: np.ndarray, gt: np.nd
 def evaluate(rs: RetrievalSet, k: int = 10, config: dict[str, Any] | None = None) -> RetrievalResult:
     """Exact search of every query, scored overall, per attack family and per attack."""
     t0 = time.perf_counter()
-    scores, ranked = search_exact(rs.database, rs.queries, k, rs.metric)
+    k = min(k, len(rs.database))
+    blocks = Database([rs.database]).chunks(BLOCK)
+    scores, ranked = exact_knn(blocks, prepare_vectors(rs.queries, rs.metric), k, rs.metric)
     elapsed = time.perf_counter() - t0
     return RetrievalResult(
         model=rs.model, metric=rs.metric, k=int(ranked.shape[1]), n_database=len(rs.database),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
-from neardup.fastsearch.indexes import METRICS, prepare_vectors
+from neardup.fastsearch.vectors import get_metric, prepare_vectors
 
 
 def merge_topk(scores: np.ndarray, ids: np.ndarray, new_scores: np.ndarray, new_ids: np.ndarray,
@@ -30,20 +31,25 @@ def exact_knn(chunks: Iterable[tuple[int, np.ndarray]], queries: np.ndarray, k: 
               metric: str) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force top-k over database blocks ``(offset, block)``; only one block is in memory at a time.
 
+    The one exact k-NN of the package: ``search exact``, the bench's ground truth and the tests use it.
+
     Args:
+        chunks: ``(offset, block)`` pairs of raw database vectors (prepared here, block by block).
         queries: already prepared for ``metric`` (see ``prepare_vectors``).
+        k: neighbours per query; rows are padded with id -1 and score -inf past the database size.
 
     Returns:
         (scores, ids), each (Q, k): similarities (negated distances for distance metrics), best first.
     """
     import faiss
 
-    m = METRICS[metric]
+    m = get_metric(metric)
     nq = len(queries)
     scores = np.full((nq, 0), -np.inf, dtype=np.float32)
     ids = np.full((nq, 0), -1, dtype=np.int64)
     for off, block in chunks:
         x = prepare_vectors(block, metric)
+        index: Any
         if m.binary:
             index = faiss.IndexBinaryFlat(x.shape[1] * 8)
         else:

@@ -1,15 +1,13 @@
-"""faiss indexes named by factory strings: one ``build_index(spec, d, metric)``, metric handling, disk round trip.
+"""faiss indexes named by factory strings: one ``build_index(spec, d, metric)``, training, search, disk, device.
 
-Two registries, read by the CLI and the docs:
-
-* :data:`METRICS` - ``l2``, ``cosine`` (inner product of L2-normalised
-  vectors), ``l1``, ``js`` (Jensen-Shannon of vectors normalised to sum 1) and
-  ``hamming`` (packed bits, binary indexes only).
-* :data:`FAMILIES` - the index families we benchmark, each a pattern over
-  faiss factory strings, the metrics it supports and its search parameters.
-  faiss implements L1 and Jensen-Shannon only for flat storage (``Flat``,
-  ``HNSW``, ``IVF..,Flat``); other families with those metrics abort the whole
-  process inside faiss, so they are refused here with a :class:`UsageError`.
+:data:`FAMILIES` is the registry of the index families we support, read by the
+CLI and the docs: each a pattern over faiss factory strings, the metrics it
+supports (names from :data:`neardup.fastsearch.vectors.METRICS`) and its search
+parameters. faiss implements L1 and Jensen-Shannon only for flat storage
+(``Flat``, ``HNSW``, ``IVF..,Flat``); other families with those metrics abort
+the whole process inside faiss, so they are refused here with a :class:`UsageError`.
+Every faiss refusal (a bad string, too few training vectors) becomes one
+UsageError line (:func:`faiss_message`).
 
 Specs may hold the literal placeholder ``{nlist}``, filled with
 :func:`default_nlist` of the database size (the faiss wiki's guidance of 4 to
@@ -29,62 +27,7 @@ from typing import Any
 import numpy as np
 
 from neardup.errors import UsageError
-
-
-# --------------------------------------------------------------------------- metrics
-@dataclass(frozen=True)
-class Metric:
-    """How one metric maps onto faiss and how vectors are prepared for it."""
-
-    name: str
-    faiss_metric: str  # attribute of the faiss module
-    distance: bool  # faiss returns distances (lower = better); scores are their negation
-    binary: bool = False
-    doc: str = ""
-
-
-METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("l2", "METRIC_L2", True, doc="squared Euclidean distance"),
-    Metric("cosine", "METRIC_INNER_PRODUCT", False, doc="inner product of L2-normalised vectors"),
-    Metric("l1", "METRIC_L1", True, doc="Manhattan distance (flat storage only)"),
-    Metric("js", "METRIC_JensenShannon", True,
-           doc="Jensen-Shannon divergence of non-negative vectors normalised to sum 1 (flat storage only)"),
-    Metric("hamming", "METRIC_L2", True, binary=True, doc="Hamming distance of packed bits (binary indexes)"),
-)}
-
-
-def get_metric(name: str) -> Metric:
-    if name not in METRICS:
-        raise UsageError(f"unknown metric {name!r}; use one of {', '.join(METRICS)}")
-    return METRICS[name]
-
-
-def prepare_vectors(x: np.ndarray, metric: str) -> np.ndarray:
-    """The vectors faiss should see for ``metric``: contiguous float32 (uint8 bits for hamming).
-
-    cosine: L2-normalised rows; js: rows scaled to sum 1 (negative entries are
-    an error: JS is defined for distributions). Returns a new array unless no
-    conversion is needed (then possibly ``x`` itself).
-
-    Raises:
-        UsageError: float features with hamming, bits with a float metric, negative values with js.
-    """
-    m = get_metric(metric)
-    if m.binary:
-        if x.dtype != np.uint8:
-            raise UsageError(f"hamming needs packed-bit (uint8) features, got {x.dtype}")
-        return np.ascontiguousarray(x)
-    if x.dtype == np.uint8:
-        raise UsageError(f"these features are binary hashes: use metric hamming, not {metric}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if metric == "cosine":
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    if metric == "js":
-        if x.size and x.min() < 0:
-            raise UsageError("metric js needs non-negative features (probability-like vectors); "
-                             "these have negative entries: use cosine, l2 or l1")
-        return x / np.maximum(x.sum(axis=1, keepdims=True), 1e-12)
-    return x
+from neardup.fastsearch.vectors import get_metric
 
 
 # --------------------------------------------------------------------------- index families
@@ -174,6 +117,7 @@ def family_of(spec: str) -> IndexFamily:
 def check_metric(spec: str, metric: str) -> IndexFamily:
     """Raise a clear UsageError when ``spec`` cannot use ``metric`` (faiss would fail obscurely or abort)."""
     m, fam = get_metric(metric), family_of(spec)
+    metric = m.name
     if m.binary != fam.binary:
         kind = "binary hashes (hamming)" if m.binary else f"float features ({metric})"
         raise UsageError(f"{spec} is a {'binary' if fam.binary else 'float'} index and cannot search {kind}; "
@@ -185,14 +129,21 @@ def check_metric(spec: str, metric: str) -> IndexFamily:
     return fam
 
 
-def build_index(spec: str, d: int, metric: str, n: int | None = None) -> Any:
+def faiss_message(exc: BaseException, limit: int = 200) -> str:
+    """The useful part of a faiss error: the last line of its (often multi-line, C++-traced) message."""
+    lines = str(exc).strip().splitlines()
+    return lines[-1][-limit:] if lines else type(exc).__name__
+
+
+def build_index(spec: str, d: int, metric: str, n: int | None = None, ef_construction: int | None = None) -> Any:
     """An empty (untrained) faiss index for ``spec``.
 
     Args:
         spec: a faiss factory string (``Flat``, ``IVF{nlist},PQ32``, ``BHNSW32``...).
         d: vector dimension (for hamming: the number of bits, 8 x bytes).
-        metric: a name from :data:`METRICS`.
+        metric: a name from :data:`neardup.fastsearch.vectors.METRICS` (or an alias, e.g. euclidean).
         n: database size, to fill ``{nlist}``.
+        ef_construction: HNSW build breadth (graph indexes only) [default: faiss', 40].
 
     Raises:
         UsageError: unknown spec, metric unsupported by the family, or faiss refusing the string.
@@ -200,17 +151,24 @@ def build_index(spec: str, d: int, metric: str, n: int | None = None) -> Any:
     import faiss
 
     spec = resolve_spec(spec, n)
-    check_metric(spec, metric)
-    m = METRICS[metric]
+    m = get_metric(metric)
+    check_metric(spec, m.name)
+    index: Any
     try:
         if m.binary:
             if d % 8:
                 raise UsageError(f"binary indexes need a multiple of 8 bits, got d={d}")
-            return faiss.index_binary_factory(d, spec)
-        index = faiss.index_factory(d, spec, getattr(faiss, m.faiss_metric))
+            index = faiss.index_binary_factory(d, spec)
+        else:
+            index = faiss.index_factory(d, spec, getattr(faiss, m.faiss_metric))
     except RuntimeError as exc:
-        msg = str(exc).strip().splitlines()
-        raise UsageError(f"faiss cannot build {spec!r} for d={d}: {msg[-1] if msg else exc}") from None
+        raise UsageError(f"faiss cannot build {spec!r} for d={d}: {faiss_message(exc, 1000)}") from None
+    if ef_construction is not None:
+        graph = faiss.downcast_IndexBinary(index) if m.binary else _unwrap(index)
+        if hasattr(graph, "hnsw"):
+            graph.hnsw.efConstruction = int(ef_construction)
+    if m.binary:
+        return index
     _check_transforms(index, spec)
     # the factory turns on polysemous training for (IVF)PQ: slow, and useless without polysemous search
     inner = _unwrap(index)
@@ -230,8 +188,9 @@ def _check_transforms(index: Any, spec: str) -> None:
     if isinstance(index, faiss.IndexRefine):
         index = faiss.downcast_index(index.base_index)
     if isinstance(index, faiss.IndexPreTransform):
-        for i in range(index.chain.size()):
-            vt = faiss.downcast_VectorTransform(index.chain.at(i))
+        chain: Any = index.chain  # a swig vector (faiss' stubs call it a list)
+        for i in range(chain.size()):
+            vt = faiss.downcast_VectorTransform(chain.at(i))
             if isinstance(vt, faiss.PCAMatrix) and vt.d_out > vt.d_in:
                 raise UsageError(f"{spec}: PCA cannot output {vt.d_out} dimensions from {vt.d_in}; "
                                  f"use PCA{vt.d_in} or fewer")
@@ -242,9 +201,7 @@ def train_index(index: Any, x: np.ndarray, spec: str) -> None:
     try:
         index.train(x)
     except RuntimeError as exc:
-        msg = str(exc).strip().splitlines()
-        raise UsageError(f"faiss cannot train {spec!r} on {len(x)} vectors: "
-                         f"{msg[-1][-200:] if msg else exc}") from None
+        raise UsageError(f"faiss cannot train {spec!r} on {len(x)} vectors: {faiss_message(exc)}") from None
 
 
 def _unwrap(index: Any) -> Any:
@@ -298,8 +255,9 @@ def min_train_vectors(index: Any) -> tuple[int, str]:
         if isinstance(index, faiss.IndexRefine):
             index = faiss.downcast_index(index.base_index)
         elif isinstance(index, faiss.IndexPreTransform):
-            for i in range(index.chain.size()):
-                vt = faiss.downcast_VectorTransform(index.chain.at(i))
+            chain: Any = index.chain  # a swig vector (faiss' stubs call it a list)
+            for i in range(chain.size()):
+                vt = faiss.downcast_VectorTransform(chain.at(i))
                 if isinstance(vt, faiss.OPQMatrix):
                     k = 256 if vt.pq is None else 2 ** int(vt.pq.nbits)
                     needs.append((k, f"the OPQ rotation's quantiser of {k} centroids"))
@@ -383,7 +341,7 @@ def set_search_params(index: Any, params: dict[str, int]) -> None:
 def search(index: Any, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of already-prepared queries: (scores, ids), scores are similarities (higher = better)."""
     dist, ids = index.search(queries, k)
-    if METRICS[metric].distance:
+    if get_metric(metric).distance:
         dist = -dist.astype(np.float32, copy=False) + np.float32(0)  # + 0: no "-0.0" scores
     return dist, ids
 
@@ -399,7 +357,7 @@ def index_nbytes(index: Any) -> int:
         total[0] += len(buf)
         return len(buf)
 
-    writer = faiss.PyCallbackIOWriter(count)
+    writer = faiss.PyCallbackIOWriter(count)  # type: ignore[attr-defined]  # missing from faiss' stubs
     (faiss.write_index_binary if is_binary(index) else faiss.write_index)(index, writer)
     return total[0]
 
@@ -429,8 +387,16 @@ def gpu_available() -> bool:
     return hasattr(faiss, "index_cpu_to_gpu") and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
 
 
-def resolve_device(device: str | None) -> tuple[str, str]:
-    """``auto|cpu|cuda`` -> (device used, note). cuda without faiss-gpu or a GPU falls back to cpu with a note."""
+def faiss_device(device: str | None) -> tuple[str, str]:
+    """Where faiss runs: ``auto|cpu|cuda`` -> (``cpu`` or ``cuda``, note).
+
+    The same policy as the torch devices of extraction (``neardup.extract.base.resolve_device``): an explicit
+    ``cuda`` that cannot be honoured is an error, never a silent fallback (a benchmark would report CPU
+    timings as GPU ones); ``auto`` takes the GPU when faiss has one, else the CPU with a note saying so.
+
+    Raises:
+        UsageError: an unknown device, or ``cuda`` without faiss-gpu or a visible GPU.
+    """
     device = device or "auto"
     if device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"unknown device {device!r}; use auto, cpu or cuda")
@@ -438,8 +404,10 @@ def resolve_device(device: str | None) -> tuple[str, str]:
         return "cpu", ""
     if gpu_available():
         return "cuda", ""
-    note = "" if device == "auto" else "cuda requested but faiss has no GPU support or sees no GPU: ran on cpu"
-    return "cpu", note
+    if device == "cuda":
+        raise UsageError("--device cuda: faiss has no GPU support here (faiss-cpu is installed) or sees no GPU; "
+                         "use --device cpu or auto")
+    return "cpu", "faiss has no GPU support or sees no GPU: ran on cpu"
 
 
 def to_device(index: Any, device: str) -> tuple[Any, str, str]:
@@ -457,7 +425,7 @@ def to_device(index: Any, device: str) -> tuple[Any, str, str]:
         res = faiss.StandardGpuResources()
         return faiss.index_cpu_to_gpu(res, 0, index), "cuda", ""
     except (RuntimeError, AttributeError) as exc:  # pragma: no cover
-        return index, "cpu", f"faiss-gpu cannot run this index ({str(exc).strip().splitlines()[-1][:120]}): ran on cpu"
+        return index, "cpu", f"faiss-gpu cannot run this index ({faiss_message(exc, 120)}): ran on cpu"
 
 
 def to_cpu(index: Any) -> Any:

@@ -58,5 +58,5 @@ def ann_recall(approx: np.ndarray, exact: np.ndarray, k: int) -> float:
     With k = 1 this is faiss' 1-recall@1.
     """
     a, e = approx[:, :k], exact[:, :k]
-    inter = [len(np.intersect1d(ai[ai >= 0], ei[ei >= 0])) for ai, ei in zip(a, e)]
+    inter = [len(np.intersect1d(ai[ai >= 0], ei[ei >= 0])) for ai, ei in zip(a, e, strict=True)]
     return float(np.mean(inter) / k) if len(inter) else 0.0

@@ -6,7 +6,8 @@ Layout::
     INDEX_DIR/gen-000002/index.faiss   the faiss index (binary indexes via write_index_binary)
     INDEX_DIR/gen-000002/paths.json    image path of each vector, in index order (absolute, resolved)
     INDEX_DIR/gen-000002/meta.json     schema neardup.index/1: model, num_features, metric, preprocessing,
-                                       factory, ntotal, and the index file's size and sha256
+                                       factory, ntotal, the feature space (``space``), and the index
+                                       file's size and sha256
     INDEX_DIR/config.yaml, .neardup.json, .neardup.lock
 
 An update never touches the committed generation: it writes a new ``gen-N`` folder, then
@@ -18,8 +19,9 @@ read ``CURRENT`` once and retry if a writer removed that generation meanwhile.
 Folders written before generations existed (``index.faiss``, ``paths.json`` and ``meta.json``
 directly in INDEX_DIR) are still read; the next update turns them into a generation.
 
-Features added later, or queries, must come from the same model, dimension and
-preprocessing; anything else is refused with a :class:`UsageError`, since
+Features added later, or queries, must come from the same feature space (model, dimension,
+preprocessing, stored transform, weights: :class:`neardup.extract.space.FeatureSpace`);
+anything else is refused by :func:`neardup.extract.space.require_same_space`, since
 mixing feature spaces silently returns nonsense neighbours.
 """
 
@@ -39,12 +41,12 @@ import numpy as np
 
 from neardup import __version__
 from neardup.errors import UsageError
+from neardup.extract.space import FeatureSpace, require_same_space
 from neardup.extract.store import FeatureStore
 from neardup.fastsearch.indexes import (
-    METRICS,
     build_index,
     check_trainable,
-    prepare_vectors,
+    faiss_message,
     read_index,
     resolve_spec,
     search,
@@ -53,6 +55,7 @@ from neardup.fastsearch.indexes import (
     train_size,
     write_index,
 )
+from neardup.fastsearch.vectors import METRICS, canonical_metric, prepare_vectors
 from neardup.io_utils import atomic_write_json, atomic_write_text, read_json, read_json_object, read_text
 from neardup.outdir import check_out_dir, claim_out_dir, folder_lock
 
@@ -77,7 +80,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,), "num_features": (int,), "metric": (str,), "preprocessing": (dict,), "factory": (str,),
     "spec": (str,), "ntotal": (int,), "binary": (bool,), "created": (str,), "neardup_version": (str,),
     "transform": (str, type(None)), "index_bytes": (int, type(None)), "index_sha256": (str, type(None)),
-    "paths_resolved": (bool,)}
+    "paths_resolved": (bool,), "space": (dict, type(None))}
 _REQUIRED = ("model", "num_features", "metric", "preprocessing", "factory", "spec", "ntotal", "binary")
 
 
@@ -97,6 +100,7 @@ class IndexMeta:
     index_bytes: int | None = None  # size and sha256 of index.faiss (None in folders written before they existed)
     index_sha256: str | None = None
     paths_resolved: bool = False  # every path in paths.json is normalise_path()'d (not in older folders)
+    space: dict[str, Any] | None = None  # FeatureSpace.to_dict() of the vectors (None in older folders)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": INDEX_SCHEMA, **asdict(self)}
@@ -117,27 +121,12 @@ class IndexMeta:
         if d["metric"] not in METRICS or d["num_features"] < 1 or d["ntotal"] < 0:
             raise UsageError(f"{source} is damaged: metric {d['metric']!r}, num_features {d['num_features']}, "
                              f"ntotal {d['ntotal']}; rebuild with `neardup index build`")
+        space = d.get("space")
+        if space is not None and not (isinstance(space.get("model"), str) and isinstance(space.get("metric"), str)
+                                      and isinstance(space.get("dim"), int)):
+            raise UsageError(f"{source} is damaged: its feature space {str(space)[:80]} lacks model, dim or metric; "
+                             f"rebuild with `neardup index build`")
         return cls(**{k: d[k] for k in _TYPES if k in d})  # unknown keys (newer versions) are ignored
-
-
-def transform_digest(store: FeatureStore) -> str | None:
-    """Digest of a store's stored feature transform (None without one, or with an older store)."""
-    tf = getattr(store, "transform", None)
-    return tf.digest() if tf is not None else None
-
-
-def check_compatible(meta: IndexMeta, model: str, dim: int, preprocessing: dict[str, Any] | None, what: str,
-                     transform: str | None = None) -> None:
-    """Refuse features from another model, dimension, preprocessing or stored transform than the index's."""
-    if model != meta.model or int(dim) != int(meta.num_features):
-        raise UsageError(f"{what} are {model} ({dim}-d) but the index holds {meta.model} ({meta.num_features}-d) "
-                         f"features; extract with --model {meta.model} or build another index")
-    if preprocessing is not None and preprocessing != meta.preprocessing:
-        raise UsageError(f"{what} use preprocessing {preprocessing} but the index was built with "
-                         f"{meta.preprocessing}; re-extract with the index's settings")
-    if transform != meta.transform:
-        raise UsageError(f"{what} were post-processed with a different stored transform (L2/whitening) than the "
-                         f"index's features; extract them with the same --transform-from")
 
 
 # --------------------------------------------------------------------------- generations
@@ -224,9 +213,8 @@ def _load(root: Path, folder: Path) -> IndexDir:
     try:
         index = read_index(index_file, meta.binary)
     except RuntimeError as exc:
-        lines = str(exc).strip().splitlines()
         raise UsageError(f"{index_file} is not a readable faiss index (truncated or damaged: "
-                         f"{lines[-1][-120:] if lines else exc}); rebuild with `neardup index build`") from None
+                         f"{faiss_message(exc, 120)}); rebuild with `neardup index build`") from None
     if not index.ntotal == len(paths) == meta.ntotal or int(index.d) != meta.num_features:
         raise UsageError(f"{where} is inconsistent: {index.ntotal} vectors of {index.d} dimensions, "
                          f"{len(paths)} paths, meta says {meta.ntotal} of {meta.num_features}; "
@@ -334,7 +322,7 @@ def check_finite(feats: np.ndarray, source: str) -> None:
 
 def _index_for(store: FeatureStore, factory: str, metric: str | None) -> tuple[Any, str, str]:
     """An empty index for ``store`` (validated: spec, metric, enough vectors to train): (index, spec, metric)."""
-    metric = metric or store.metric
+    metric = canonical_metric(metric or store.metric)
     n = len(store)
     if n == 0:
         raise UsageError(f"{store.root} holds no feature vectors: nothing to index")
@@ -372,9 +360,10 @@ def build_index_dir(features: str | os.PathLike, factory: str, out: str | os.Pat
             t = train_size(index, n)
             sel = np.sort(np.random.default_rng(seed).choice(n, t, replace=False)) if t < n else slice(None)
             train_index(index, prepare_vectors(feats[sel], metric), spec)
+        space = store.space
         meta = IndexMeta(store.model, store.dim, metric, store.meta.get("preprocessing", {}), spec, factory, 0,
                          store.metric == "hamming", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                         transform=transform_digest(store), paths_resolved=True)
+                         transform=space.transform, paths_resolved=True, space=space.to_dict())
         idx = IndexDir(out, index, meta, [])
         idx.add(feats, list(store.paths))
         idx.commit()
@@ -392,12 +381,12 @@ def _locked_update(index_dir: str | os.PathLike) -> Any:
 
 
 def add_features(index_dir: str | os.PathLike, features: str | os.PathLike) -> int:
-    """Append a feature folder (same model, dimension, preprocessing) to an index; returns vectors added."""
+    """Append a feature folder (of the index's feature space) to an index; returns vectors added."""
     store = FeatureStore.open(features)
     with _locked_update(index_dir):
         idx = IndexDir.open(index_dir)
-        check_compatible(idx.meta, store.model, store.dim, store.meta.get("preprocessing"),
-                         f"features in {features}", transform_digest(store))
+        require_same_space([FeatureSpace.of_index(idx.meta), store.space],
+                           ["the index", f"feature folder {features}"])
         n = idx.add(np.asarray(store.features()), list(store.paths))
         if n:
             idx.commit()
@@ -425,8 +414,8 @@ def _input_paths(images: str | os.PathLike | Sequence[str]) -> tuple[list[str], 
     from neardup.extract.pipeline import collect_inputs
 
     if isinstance(images, (str, os.PathLike)):
-        paths, _, problems = collect_inputs(images)
-        return paths, problems
+        paths, _, found = collect_inputs(images)
+        return paths, found
     out: list[str] = []
     problems: list[dict[str, str]] = []
     for p in images:
@@ -467,8 +456,8 @@ def extract_like_index(meta: IndexMeta, images: str | os.PathLike | Sequence[str
     pre = meta.preprocessing or {}
     ext = create_extractor(name, weights=weights, device=device, engine=engine,
                            input_size=pre.get("input_size") or None, resize_size=pre.get("resize_size") or None)
-    d = ext.describe()
-    check_compatible(meta, d["model"], d["num_features"], d["preprocessing"], "the extractor's features")
+    require_same_space([FeatureSpace.of_index(meta), FeatureSpace.of_extractor(ext)],
+                       ["the index", f"the {meta.model} extractor"])
     feats, idx = encode_paths(ext, paths, workers=workers, show_progress=show_progress, desc=f"encode {ext.name}")
     if feats.dtype.kind == "f":
         feats = feats.astype(np.float32, copy=False)

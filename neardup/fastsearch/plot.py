@@ -10,6 +10,7 @@ Three figures, each as PNG and PDF:
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 from neardup.errors import UsageError
@@ -32,14 +33,9 @@ def _save(fig: object, out: Path, name: str) -> list[Path]:
     written = []
     for fmt in FORMATS:
         path = out / f"{name}.{fmt}"
-        atomic_write(path, lambda f, fmt=fmt: fig.savefig(f, format=fmt, dpi=150, bbox_inches="tight"))  # type: ignore[attr-defined]
+        atomic_write(path, partial(fig.savefig, format=fmt, dpi=150, bbox_inches="tight"))  # type: ignore[attr-defined]
         written.append(path)
     return written
-
-
-def _label(p: BenchPoint) -> str:
-    params = ",".join(f"{k}={v}" for k, v in p.params.items())
-    return f"{p.factory}" + (f" {params}" if params else "")
 
 
 def plot_results(result: BenchResult, out: str | os.PathLike, overwrite: bool = False) -> list[Path]:

@@ -1,14 +1,20 @@
-"""JSON schemas of ``neardup.search.bench/1`` and ``neardup.search.exact/1`` results, and a small validator.
+"""JSON schemas of ``neardup.search.bench/1`` and ``neardup.search.exact/1`` results, validated with ``jsonschema``.
 
-The schemas are standard JSON Schema documents (``BENCH_SCHEMA``, ``EXACT_SCHEMA``), so other
-tools can validate with ``jsonschema``; :func:`errors` implements the subset they use (type,
-required, properties, items, const, additionalProperties) with no extra dependency. ``report``
-and ``plot`` validate their input with it, so a file of the wrong shape gives one clear line.
+The schemas are standard JSON Schema (draft 2020-12) documents (``BENCH_SCHEMA``, ``EXACT_SCHEMA``);
+``report`` and ``plot`` validate their input with :func:`check_result`, so a file of the wrong shape
+gives one clear line naming the file, the schema and the JSON path of each problem.
+
+Recall is spelled by k in both (``recall_at_1`` fields in bench records, a ``recall`` object keyed
+``"1"``, ``"5"``, ``"10"`` in exact results, whose k list varies with ``-k``); the text tables say
+``recall@1``. The two JSON layouts are versioned, so they stay as they are.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
 
 from neardup.errors import UsageError
 
@@ -80,47 +86,40 @@ EXACT_SCHEMA: dict[str, Any] = {
     },
 }
 
-_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+def _message(e: ValidationError) -> str:
+    """One violation as ``"$.path: message"``, in the short words the CLI prints."""
+    got = type(e.instance).__name__
+    if e.validator == "type":
+        types = e.validator_value if isinstance(e.validator_value, list) else [e.validator_value]
+        msg = f"expected {'/'.join(types)}, got {got}"
+    elif e.validator == "required":
+        msg = f"missing {e.message.split(' is a required property')[0]}"
+    elif e.validator == "additionalProperties" and e.validator_value is False and isinstance(e.instance, dict):
+        known = e.schema.get("properties", {})
+        msg = ", ".join(f"unexpected key {k!r}" for k in e.instance if k not in known)
+    elif e.validator == "const":
+        msg = f"expected {e.validator_value!r}, got {e.instance!r}"
+    else:
+        msg = e.message
+    path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path)
+    return f"{path}: {msg}"
 
 
-def _is(value: Any, t: str) -> bool:
-    if t == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if t == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, _TYPES[t])
+def _order(e: ValidationError) -> list[tuple[int, Any]]:
+    # outer problems first, then by position; list indices and keys never compared with each other
+    return [(0, p) if isinstance(p, int) else (1, str(p)) for p in e.absolute_path]
 
 
-def errors(obj: Any, schema: dict[str, Any] = BENCH_SCHEMA, path: str = "$") -> list[str]:
-    """Every violation of ``schema`` in ``obj`` as ``"path: message"`` (empty when valid)."""
-    out: list[str] = []
-    if "const" in schema and obj != schema["const"]:
-        out.append(f"{path}: expected {schema['const']!r}, got {obj!r}")
-    if "type" in schema:
-        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        if not any(_is(obj, t) for t in types):
-            return out + [f"{path}: expected {'/'.join(types)}, got {type(obj).__name__}"]
-    if isinstance(obj, dict):
-        props = schema.get("properties", {})
-        out += [f"{path}: missing {k!r}" for k in schema.get("required", []) if k not in obj]
-        for k, v in obj.items():
-            if k in props:
-                out += errors(v, props[k], f"{path}.{k}")
-            elif schema.get("additionalProperties") is False:
-                out.append(f"{path}: unexpected key {k!r}")
-            elif isinstance(schema.get("additionalProperties"), dict):
-                out += errors(v, schema["additionalProperties"], f"{path}.{k}")
-    if isinstance(obj, list) and "items" in schema:
-        for i, v in enumerate(obj):
-            out += errors(v, schema["items"], f"{path}[{i}]")
-    return out
+def errors(obj: Any, schema: dict[str, Any] = BENCH_SCHEMA) -> list[str]:
+    """Every violation of ``schema`` in ``obj`` as ``"$.json.path: message"`` (empty when valid)."""
+    return [_message(e) for e in sorted(Draft202012Validator(schema).iter_errors(obj), key=_order)]
 
 
 def validate(obj: Any, schema: dict[str, Any] = BENCH_SCHEMA) -> None:
     """Raise ValueError listing the first violations when ``obj`` does not follow ``schema``."""
     errs = errors(obj, schema)
     if errs:
-        raise ValueError("invalid bench result: " + summary(errs))
+        raise ValueError(f"not a valid {schema.get('$id', 'result')} result: {summary(errs)}")
 
 
 def summary(errs: list[str], n: int = 3) -> str:

@@ -25,8 +25,8 @@ has to exist in memory at once.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 
@@ -42,7 +42,7 @@ class LowRankGaussian:
     rank: int = 64
     seed: int = 0
 
-    def fit(self, x: np.ndarray) -> "LowRankGaussian":
+    def fit(self, x: np.ndarray) -> LowRankGaussian:
         if len(x) < 2:
             raise UsageError("--synthetic needs at least 2 real feature vectors to fit their distribution")
         x = np.asarray(x, dtype=np.float64)
@@ -77,7 +77,7 @@ class BitFrequencies:
 
     seed: int = 0
 
-    def fit(self, x: np.ndarray) -> "BitFrequencies":
+    def fit(self, x: np.ndarray) -> BitFrequencies:
         self.p_ = np.unpackbits(np.asarray(x, dtype=np.uint8), axis=1).mean(axis=0)
         return self
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -26,8 +27,9 @@ class Timer:
 
     ``Timer().run(f)`` returns f's last result; ``.best``/``.times`` hold the
     seconds. With ``min_seconds`` the timed calls go on (up to ``max_repeats``)
-    until they add up to that long, so sub-millisecond searches are not noise. ``Timer.per_call(f, items)`` times each item separately (query
-    latency) after ``warmup`` untimed items.
+    until they add up to that long, so sub-millisecond searches are not noise.
+    ``Timer.per_call(f, items)`` times each item separately (query latency)
+    after ``warmup`` untimed items.
     """
 
     warmup: int = 0

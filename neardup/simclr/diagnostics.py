@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from neardup.errors import UsageError
+from neardup.fastsearch.vectors import l2_normalize
 from neardup.io_utils import atomic_write, atomic_write_json
 
 if TYPE_CHECKING:
@@ -31,11 +32,6 @@ if TYPE_CHECKING:
 
 SCHEMA = "neardup.finetune.evaluation/1"
 GEOMETRY = ("diameter", "dispersion", "separation", "centroid_distance", "SN1", "SN2")
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def group_geometry(feats: np.ndarray, groups: np.ndarray, others: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -49,8 +45,8 @@ def group_geometry(feats: np.ndarray, groups: np.ndarray, others: np.ndarray | N
     Returns:
         {name: (G,) array} for every entry of GEOMETRY, groups in sorted label order.
     """
-    x = _normalize(feats)
-    extra = _normalize(others) if others is not None and len(others) else np.zeros((0, x.shape[1]), np.float32)
+    x = l2_normalize(feats)
+    extra = l2_normalize(others) if others is not None and len(others) else np.zeros((0, x.shape[1]), np.float32)
     labels = np.unique(groups)
     cents = np.stack([x[groups == g].mean(0) for g in labels])
     sq = (x ** 2).sum(1)

@@ -200,7 +200,7 @@ def test_cluster_pca_on_hashes_and_untrainable_index(tmp_path):
     many = make_store(tmp_path / "f300", rng.standard_normal((300, 16)).astype(np.float32),
                       [str(tmp_path / f"j{i}.jpg") for i in range(300)], tmp_path)
     line = expect_error("cluster", many, "--out", tmp_path / "o", "--index", "IVF2,PQ4x12",
-                        message="faiss cannot train index")
+                        message="IVF2,PQ4x12 needs at least 4096 training vectors")
     assert "300" in line and len(line) < 400
     assert not (tmp_path / "o").exists()
 

@@ -101,8 +101,8 @@ def test_run_clustering_checks_paths(attacked_folders):
     (["--method", "graph", "--metric", "euclidean"], "needs --threshold"),
     (["--sweep", "a:b"], "--sweep"),
     (["--best-by", "accuracy", "--threshold", "0.1"], "unknown score"),
-    (["--index", "IVF4096,Flat"], "only 14 vectors"),
-    (["--index", "NOT_AN_INDEX"], "faiss cannot build index"),
+    (["--index", "IVF4096,Flat"], "only 14 are available"),
+    (["--index", "NOT_AN_INDEX"], "unsupported index spec"),
 ])
 def test_cli_errors_are_one_line(attacked_folders, tmp_path, args, message):
     folders, _ = attacked_folders

@@ -7,8 +7,13 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from neardup.clustering.density import DBSCANClustering, HDBSCANClustering, dbscan_clustering, hdbscan_clustering
 from neardup.clustering.graph import GraphClustering, graph_clustering
-from neardup.clustering.hierarchical import (LINKAGES, HierarchicalClustering, check_memory, hierarchical_clustering,
-                                             linkage_memory)
+from neardup.clustering.hierarchical import (
+    LINKAGES,
+    HierarchicalClustering,
+    check_memory,
+    hierarchical_clustering,
+    linkage_memory,
+)
 from neardup.clustering.methods import METHODS, cluster_sweep
 from neardup.clustering.metrics import score_partition
 
@@ -92,7 +97,7 @@ def test_graph_equals_single_linkage_cut(metric):
     thresholds = [float(t) * 1.0001  # stay off exact merge heights (float32 vs float64 rounding)
                   for t in np.quantile(single.linkage_matrix_[:, 2], [0.1, 0.3, 0.5, 0.7, 0.9, 0.99])]
     db_sweep = cluster_sweep(X, "dbscan", {"metric": metric, "min_samples": 2}, "eps", thresholds).labels
-    for t, db_swept in zip(thresholds, db_sweep):
+    for t, db_swept in zip(thresholds, db_sweep, strict=True):
         expected = single.cut(distance_threshold=t)
         via_sweep = cluster_sweep(X, "graph", {"metric": metric, "k": len(X)}, "threshold", [t]).labels[0]
         np.testing.assert_array_equal(via_sweep, expected)
@@ -112,7 +117,7 @@ def test_sweeps_reuse_and_match_single_fits():
                              ("dbscan", "eps", {"min_samples": 2}), ("graph", "threshold", {"k": 8}),
                              ("hdbscan", "cluster_selection_epsilon", {"min_cluster_size": 2})]:
         out = cluster_sweep(X, method, {"metric": "cosine", **kw}, name, values)
-        for v, labels in zip(values, out.labels):
+        for v, labels in zip(values, out.labels, strict=True):
             np.testing.assert_array_equal(labels, METHODS[method].function(X, metric="cosine", **kw, **{name: v}))
     out = cluster_sweep(X, "hierarchical", {"metric": "cosine"}, "n_clusters", [2, 12])
     assert [len(np.unique(lab)) for lab in out.labels] == [2, 12] and out.linkage is not None
@@ -151,14 +156,30 @@ def test_bad_input_is_a_clear_error(est):
         clone(est).fit(np.zeros(5, dtype=np.float32))
 
 
+@pytest.mark.parametrize("method,kw", [
+    ("hierarchical", {"linkage": "ward", "distance_threshold": 0.2}),
+    ("dbscan", {"eps": 0.2, "min_samples": 2}),
+    ("hdbscan", {"min_cluster_size": 2}),
+    ("graph", {"threshold": 0.2, "k": 8, "pca": 8}),
+    ("graph", {"threshold": 0.2, "k": 8, "index": "IVF{nlist},Flat"}),  # fastsearch's factory strings
+])
+def test_l2_is_the_metric_name_and_euclidean_its_alias(method, kw):
+    X, y = planted()
+    l2 = METHODS[method].function(X, metric="l2", **kw)
+    np.testing.assert_array_equal(l2, METHODS[method].function(X, metric="euclidean", **kw))
+    assert score_partition(y, l2).ari == pytest.approx(1.0)
+
+
 def test_bad_parameters():
     X, _ = planted()
     with pytest.raises(ValueError, match="eps"):
         DBSCANClustering(eps=0).fit(X)
     with pytest.raises(ValueError, match="min_cluster_size"):
         hdbscan_clustering(X, min_cluster_size=1)
-    with pytest.raises(ValueError, match="unknown metric"):
+    with pytest.raises(ValueError, match=r"unknown metric 'manhattan'; use one of l2 \(or euclidean\), cosine"):
         graph_clustering(X, metric="manhattan")
+    with pytest.raises(ValueError, match="unsupported index spec 'LSH'"):
+        graph_clustering(X, index="LSH")
 
 
 # scikit-learn's own conformance checks (about 10 s for all four). HDBSCAN runs with eom selection here: with the

@@ -10,7 +10,7 @@ import pytest
 from neardup.clustering._common import MAX_SETTINGS
 from neardup.clustering.data import truth_from_labels
 from neardup.clustering.methods import cluster_sweep
-from neardup.clustering.neighbors import Projector, build_index
+from neardup.clustering.neighbors import index_features, projector
 from neardup.errors import UsageError
 from tests.helpers import invoke
 
@@ -35,17 +35,17 @@ def test_sweep_values_are_checked(method, name, values, message):
 def test_pca_needs_enough_vectors_and_float_features():
     X, _ = planted(n_groups=2, sizes=(3, 4), dim=32)
     with pytest.raises(ValueError, match=f"needs at least 16 vectors.*only {len(X)}"):
-        Projector(X, "cosine", 16)
-    assert Projector(X, "cosine", len(X)).pca is not None  # as many components as vectors is fine
+        projector(X, "cosine", 16)
+    assert projector(X, "cosine", len(X))(X).shape == (len(X), len(X))  # as many components as vectors is fine
     bits = np.zeros((4, 8), np.uint8)
     with pytest.raises(ValueError, match="hamming"):
-        Projector(bits, "hamming", 4)
+        projector(bits, "hamming", 4)
 
 
 def test_untrainable_faiss_index_is_a_value_error():
     X, _ = planted(n_groups=5, dim=16)
-    with pytest.raises(ValueError, match="faiss cannot train index 'IVF2,PQ4x12'.*at least as large"):
-        build_index(X, "cosine", "IVF2,PQ4x12")
+    with pytest.raises(ValueError, match="IVF2,PQ4x12 needs at least 4096 training vectors"):
+        index_features(X, "cosine", "IVF2,PQ4x12")
 
 
 def test_labels_csv_is_read_as_utf8_csv(tmp_path):

@@ -57,6 +57,6 @@ def retrieval_folders(tmp_path: Path) -> dict[str, Path]:
     keep = gt < 300
     qnames = [f"img{g:04d}_blur.jpg" for g in gt[keep]]
     qdir = make_store(tmp_path / "qf", q[keep], qnames)
-    write_manifest([ManifestRow(n, f"img{g:04d}", "", "blur", "blur", "{}") for n, g in zip(qnames, gt[keep])],
-                   qdir / "manifest.csv")
+    rows = [ManifestRow(n, f"img{g:04d}", "", "blur", "blur", "{}") for n, g in zip(qnames, gt[keep], strict=True)]
+    write_manifest(rows, qdir / "manifest.csv")
     return {"database": tmp_path / "dbf", "distractors": tmp_path / "dtf", "queries": qdir}

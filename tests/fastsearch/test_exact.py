@@ -1,9 +1,21 @@
 import numpy as np
 import pytest
 
-from neardup.fastsearch.exact import search_exact
-from neardup.fastsearch.metrics import (ann_recall, first_hit_rank, mean_average_precision, micro_average_precision,
-                                        recall_at_k)
+from neardup.fastsearch.groundtruth import exact_knn
+from neardup.fastsearch.metrics import (
+    ann_recall,
+    first_hit_rank,
+    mean_average_precision,
+    micro_average_precision,
+    recall_at_k,
+)
+from neardup.fastsearch.vectors import prepare_vectors
+
+
+def search_exact(database: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The package's one exact k-NN over a database in two blocks (the streaming must not change the result)."""
+    half = len(database) // 2
+    return exact_knn([(0, database[:half]), (half, database[half:])], prepare_vectors(queries, metric), k, metric)
 
 
 def test_metrics_on_a_hand_made_case():

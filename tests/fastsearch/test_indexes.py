@@ -2,9 +2,21 @@ import numpy as np
 import pytest
 
 from neardup.errors import UsageError
-from neardup.fastsearch.indexes import (FAMILIES, METRICS, build_index, default_nlist, family_of, index_nbytes,
-                                        prepare_vectors, read_index, resolve_device, resolve_spec, search,
-                                        search_param_names, set_search_params, write_index)
+from neardup.fastsearch.indexes import (
+    FAMILIES,
+    build_index,
+    default_nlist,
+    faiss_device,
+    family_of,
+    index_nbytes,
+    read_index,
+    resolve_spec,
+    search,
+    search_param_names,
+    set_search_params,
+    write_index,
+)
+from neardup.fastsearch.vectors import METRICS, prepare_vectors
 
 from .conftest import clustered
 
@@ -145,13 +157,20 @@ def test_nlist_placeholder_and_families():
     assert "k_factor_rf" in search_param_names(build_index("IVF4,SQ8,RFlat", 8, "l2"))
 
 
-def test_device_falls_back_to_cpu_with_a_note():
+def test_faiss_device_auto_falls_back_with_a_note_and_explicit_cuda_is_refused():
     from neardup.fastsearch.indexes import gpu_available
 
     if gpu_available():
         pytest.skip("a GPU is present")
-    assert resolve_device("auto") == ("cpu", "")
-    dev, note = resolve_device("cuda")
+    assert faiss_device("cpu") == ("cpu", "")
+    dev, note = faiss_device("auto")
     assert dev == "cpu" and "ran on cpu" in note
-    with pytest.raises(UsageError):
-        resolve_device("tpu")
+    assert faiss_device(None) == (dev, note)
+    with pytest.raises(UsageError, match="--device cuda: faiss has no GPU support"):
+        faiss_device("cuda")
+    with pytest.raises(UsageError, match="unknown device"):
+        faiss_device("tpu")
+    from neardup.fastsearch.bench import BenchConfig
+
+    with pytest.raises(UsageError, match="--device cuda"):  # refused before any input is read
+        BenchConfig(device="cuda").validate()
