@@ -162,7 +162,7 @@ def test_toy_method_runs_through_the_cli(toy: MethodSpec, attacked_folders, tmp_
     expect_error("cluster", *feats, "--method", "together", "--eps", "0.1", "--out", tmp_path / "e",
                  message="--eps do(es) not apply to --method together; its options: --threshold")
     expect_error("cluster", *feats, "--method", "together", "--metric", "euclidean", "--out", tmp_path / "e",
-                 message="together with the euclidean metric needs --threshold (or --sweep)")
+                 message="together with the l2 metric needs --threshold (or --sweep)")
 
 
 def test_a_removed_method_is_no_longer_offered(tmp_path: Path) -> None:
