@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lint bench clean
 
 install: $(STAMP)
 
@@ -17,8 +17,13 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 demo: install
 	bash scripts/demo.sh
 
-test: install
+test: install lint
 	$(PY) -m pytest -q
+
+# ruff and mypy are part of the test gate (configured in pyproject.toml)
+lint: install
+	$(VENV)/bin/ruff check neardup tests bench scripts
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) bench/extract_throughput.py

@@ -36,7 +36,8 @@ def table(before: dict, after: dict) -> str:
     for f in fams:
         b, a = before["per_family"][f], after["per_family"][f]
         flag = "  <- worse" if a["recall@1"] < b["recall@1"] - 1e-9 else ""
-        lines.append(f"{f:<18} {b['recall@1']:>10.3f} {a['recall@1']:>10.3f} {b['muAP']:>10.3f} {a['muAP']:>10.3f}{flag}")
+        lines.append(f"{f:<18} {b['recall@1']:>10.3f} {a['recall@1']:>10.3f} {b['muAP']:>10.3f} "
+                     f"{a['muAP']:>10.3f}{flag}")
     lines.append(f"{'overall':<18} {before['recall@1']:>10.4f} {after['recall@1']:>10.4f} {before['muAP']:>10.4f} "
                  f"{after['muAP']:>10.4f}")
     return "\n".join(lines)
@@ -49,7 +50,9 @@ def main() -> None:
     args, rest = ap.parse_known_args()
     overrides: dict = {}
     hints = typing.get_type_hints(FinetuneConfig)
-    for key, value in zip(rest[::2], rest[1::2]):
+    if len(rest) % 2:
+        ap.error(f"every override needs a value: {rest}")
+    for key, value in zip(rest[::2], rest[1::2], strict=True):
         name = key.lstrip("-").replace("-", "_")
         if name not in hints:
             sys.exit(f"unknown option {key}")
@@ -87,7 +90,8 @@ def main() -> None:
     after = validator.evaluate(tuned.model, mcfg).to_dict()
     total = time.perf_counter() - t0
     print(table(before, after))
-    worse = [f for f in before["per_family"] if after["per_family"][f]["recall@1"] < before["per_family"][f]["recall@1"] - 1e-9]
+    worse = [f for f in before["per_family"]
+             if after["per_family"][f]["recall@1"] < before["per_family"][f]["recall@1"] - 1e-9]
     ok = after["recall@1"] >= 0.995 and after["muAP"] >= 0.98 and not worse
     print(f"training: {rep.steps} steps, {rep.epochs_run} epochs in {t_train / 60:.1f} min; whole benchmark "
           f"{total / 60:.1f} min")

@@ -93,7 +93,8 @@ def main() -> int:
     print(f"[load] {inputs.db.n_real} real + {inputs.db.n_synthetic} synthetic database vectors, "
           f"{len(inputs.queries)} queries, d={inputs.db.width} ({time.perf_counter() - t0:.1f} s)", flush=True)
     cfg = BenchConfig(specs=tuple(args.index or DEFAULT_SPECS), nprobe=tuple(args.nprobe),
-                      ef_search=tuple(args.ef_search), k_factor=tuple(args.k_factor), ks=(10,), latency_queries=args.latency_queries,
+                      ef_search=tuple(args.ef_search), k_factor=tuple(args.k_factor), ks=(10,),
+                      latency_queries=args.latency_queries,
                       threads=args.threads, train_size=args.train_size)
     result = run_bench(inputs.db, inputs.queries, inputs.gt, cfg, default_metric=inputs.metric,
                        dataset=inputs.dataset)

@@ -3,11 +3,13 @@ gives one clear error instead of a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from neardup.errors import UsageError
 
@@ -24,7 +26,7 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> None:
     """Call ``write(f)`` on a temp file beside ``path``, fsync it, then rename it into place.
 
     The file gets the mode a plain ``open()`` would give (0666 less the umask), not mkstemp's 0600.
@@ -40,10 +42,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 
@@ -129,7 +129,7 @@ def parse_yaml(text: str, source: str = "YAML", max_aliases: int = MAX_YAML_ALIA
     class _Loader(yaml.SafeLoader):
         aliases = 0
 
-        def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+        def compose_node(self, parent: Any, index: Any) -> Any:
             if self.check_event(yaml.AliasEvent):
                 _Loader.aliases += 1
                 if _Loader.aliases > max_aliases:

@@ -19,10 +19,10 @@ import errno
 import fcntl
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 from neardup.errors import UsageError
 from neardup.io_utils import atomic_write_json, read_json_object, remove_stale_tmp

@@ -64,7 +64,7 @@ class _Fail(click.ClickException):
 
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
-        self.exit_code = code
+        self.exit_code = code  # type: ignore[misc]  # click reads it for the process exit status
 
 
 class FloatIn(click.ParamType):
@@ -118,7 +118,8 @@ def _load_yaml_config(ctx: click.Context, param: click.Parameter, value: str | N
     data = {str(k).replace("-", "_"): v for k, v in data.items() if k not in ("command", "neardup_version")}
     unknown = sorted(k for k in data if k not in alias)
     if unknown:
-        raise click.BadParameter(f"unknown keys {unknown}; valid: {sorted(set(alias) - {'config'})}", ctx=ctx, param=param)
+        raise click.BadParameter(f"unknown keys {unknown}; valid: {sorted(set(alias) - {'config'})}", ctx=ctx,
+                                 param=param)
     data = {alias[k]: v for k, v in data.items()}
     ctx.default_map = {**(ctx.default_map or {}), **data}
     return value
@@ -143,7 +144,8 @@ def retrieval_set_options(fn: Any) -> Any:
     for opt in reversed([
         click.option("--database", required=True, type=click.Path(), help="Feature folder of the original images."),
         click.option("--queries", required=True, type=click.Path(), help="Feature folder of the attacked queries."),
-        click.option("--distractors", multiple=True, type=click.Path(), help="Extra feature folders added to the database."),
+        click.option("--distractors", multiple=True, type=click.Path(),
+                     help="Extra feature folders added to the database."),
         click.option("--manifest", type=click.Path(), default=None,
                      help="Ground truth [default: manifest.csv of the folder the queries came from]."),
     ]):

@@ -52,5 +52,5 @@ def attack(src: str | None, dst: str | None, attack_configs: tuple[str, ...], se
     kept = f" ({report.n_kept} images were already done and kept)" if report.n_kept else ""
     click.echo(f"{report.n_queries} queries from {report.n_sources} images x {report.n_attacks} attacks -> "
                f"{dst}/manifest.csv{kept}")
-    for s in report.skipped:
-        click.echo(f"skipped {s.path}: {s.reason}", err=True)
+    for skipped in report.skipped:
+        click.echo(f"skipped {skipped.path}: {skipped.reason}", err=True)

@@ -52,8 +52,9 @@ def index_add_cmd(index_dir: str, images: str, device: str | None, weights: str 
     """
     from neardup.fastsearch.persist import add_features, add_images
 
+    skipped: list[dict[str, str]] = []
     if (Path(images) / "meta.json").is_file():
-        n, skipped = add_features(index_dir, images), []
+        n = add_features(index_dir, images)
     else:
         n, skipped = add_images(index_dir, images, device, weights, workers, show_progress=True)
     click.echo(f"added {n} vectors to {index_dir} ({len(skipped)} unreadable files skipped)")

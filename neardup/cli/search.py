@@ -112,7 +112,7 @@ def search_bench_cmd(database: str, queries: str, distractors: tuple[str, ...], 
         run_bench,
     )
 
-    given = {"specs": _opt_tuple(index), "metrics": _opt_tuple(metric), "nprobe": _opt_tuple(nprobe),
+    given: dict[str, Any] = {"specs": _opt_tuple(index), "metrics": _opt_tuple(metric), "nprobe": _opt_tuple(nprobe),
              "ef_search": _opt_tuple(ef_search), "k_factor": _opt_tuple(k_factor), "ks": _opt_tuple(k),
              "latency_queries": latency_queries,
              "threads": threads, "device": device, "chunk_size": chunk_size, "train_size": train_size, "seed": seed}

@@ -333,7 +333,8 @@ def _run(plan: list[_Source], src: Path, dst: Path, specs: list[AttackSpec], see
         foreign = [n for n in existing if n not in ours]
         if foreign:  # only possible in a folder of ours: the claim refused clashes elsewhere
             raise UsageError(f"{dst / foreign[0]} exists and was not written by `neardup attack`; move it away first")
-        if trusted and s.stat is not None and len(existing) == len(s.names) and state["sources"].get(s.id) == s.stat:
+        if (trusted and state is not None and s.stat is not None and len(existing) == len(s.names)
+                and state["sources"].get(s.id) == s.stat):
             done.append(i)
         else:
             todo.append(i)

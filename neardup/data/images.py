@@ -11,9 +11,9 @@ from __future__ import annotations
 import fnmatch
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
@@ -104,7 +104,8 @@ def list_images(root: str | os.PathLike, recursive: bool = True,
     listing = walk_images(root, recursive, extensions, globs)
     if not listing.paths:
         exts = sorted({e.lower() for e in extensions})
-        raise UsageError(f"no images ({', '.join(exts)}) found in {root}" + (f" matching {list(globs)}" if globs else ""))
+        matching = f" matching {list(globs)}" if globs else ""
+        raise UsageError(f"no images ({', '.join(exts)}) found in {root}{matching}")
     return listing.paths
 
 
@@ -164,9 +165,9 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
                     img.seek(0)
                 if draft_size is not None and img.format == "JPEG":
                     img.draft("RGB", draft_size)
-                img = ImageOps.exif_transpose(img)
-                img.load()
-                return _to_rgb(img)
+                upright = ImageOps.exif_transpose(img)
+                upright.load()
+                return _to_rgb(upright)
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:

@@ -22,6 +22,7 @@ import io
 import json
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def _rel(path: str | os.PathLike, root: str | os.PathLike | None) -> Path:
     return Path(p.name)
 
 
-def image_ids(paths: list[str | os.PathLike] | list[Path], root: str | os.PathLike | None = None) -> list[str]:
+def image_ids(paths: Sequence[str | os.PathLike], root: str | os.PathLike | None = None) -> list[str]:
     """Ids of a set of images (``root``-relative, see :func:`image_id`), unique where extensions tell them apart.
 
     Files whose ids would collide because they differ only in extension (``cat.jpg``, ``cat.png``) keep

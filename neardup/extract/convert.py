@@ -101,7 +101,8 @@ def simclr_tf1_to_torch(variables: Mapping[str, np.ndarray], layout: str = "auto
         raise UsageError(f"no {prefix}conv2d*/kernel variables: not a SimCLR TF1 checkpoint")
     if arch is None:
         depth, width, sk = identify_simclr([tuple(variables[c + "/kernel"].shape) for c in conv_scopes])
-        layers, tag = S.DEPTHS[depth], f"r{depth}_{width}x_sk{sk}"
+        layers: tuple[int, ...] = S.DEPTHS[depth]
+        tag = f"r{depth}_{width}x_sk{sk}"
     else:
         layers, width, sk = arch
         tag = f"custom_{width}x_sk{sk}"
@@ -172,7 +173,7 @@ def read_tf_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
         UsageError: TensorFlow is not installed, or nothing readable at ``path``.
     """
     try:
-        import tensorflow as tf  # type: ignore[import-not-found]
+        import tensorflow as tf
     except ImportError:
         raise UsageError("reading a TensorFlow checkpoint needs TensorFlow: pip install tensorflow-cpu "
                          "(or tensorflow), then run the conversion again") from None
@@ -190,6 +191,9 @@ class _Record:
     """Inert stand-in for a pickled container class (NamedTuple, Haiku FlatMapping, ...): it only keeps its data."""
 
     _global = ""
+    args: tuple[Any, ...]
+    kwargs: dict[Any, Any]
+    state: Any
 
     def __new__(cls, *args: Any, **kwargs: Any) -> _Record:
         self = object.__new__(cls)

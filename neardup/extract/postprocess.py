@@ -15,6 +15,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class FeatureTransform:
             b = np.asarray(x[i:i + chunk], dtype=np.float32)
             if self.l2:
                 b = l2_normalize(b, dtype=None)
-            if self.whiten:
+            if self.mean is not None and self.components is not None and self.scale is not None:
                 b = l2_normalize(((b - self.mean) @ self.components.T) * self.scale, dtype=None)
             outs.append(b.astype(np.float32))
         return np.concatenate(outs) if outs else np.zeros((0, self.out_dim(x.shape[1])), np.float32)
@@ -55,7 +56,7 @@ class FeatureTransform:
     def save(self, path: str | os.PathLike) -> None:
         from neardup.io_utils import atomic_write
 
-        arrays = {"l2": np.array(self.l2)}
+        arrays: dict[str, Any] = {"l2": np.array(self.l2)}
         if self.whiten:
             arrays.update(mean=self.mean, components=self.components, scale=self.scale)
         atomic_write(path, lambda f: np.savez(f, **arrays))
@@ -76,7 +77,7 @@ class FeatureTransform:
 
     def check(self, in_dim: int, where: str) -> None:
         """UsageError unless the arrays fit ``in_dim``-d features and are finite floats."""
-        if not self.whiten:
+        if self.mean is None or self.components is None or self.scale is None:
             return
         arrays = (self.mean, self.components, self.scale)
         k = self.components.shape[0] if self.components.ndim == 2 else -1
@@ -95,7 +96,7 @@ class FeatureTransform:
         return h.hexdigest()[:16]
 
     def describe(self) -> dict:
-        return {"l2": self.l2, "whiten_dim": int(self.components.shape[0]) if self.whiten else None,
+        return {"l2": self.l2, "whiten_dim": int(self.components.shape[0]) if self.components is not None else None,
                 "digest": self.digest()}
 
 

@@ -138,6 +138,9 @@ def _load_checkpoint_encoder(path: str) -> tuple[Any, Any]:
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise UsageError(f"--checkpoint {path} is not an encoder exported by neardup finetune "
                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from None
+    from neardup.extract.base import TorchExtractor
+
+    assert isinstance(ext, TorchExtractor)  # "finetuned" always builds a network
     return ext.model, ext.cfg
 
 

@@ -10,6 +10,7 @@ import torch
 
 import neardup._compat  # noqa: F401
 from neardup.errors import UsageError
+from neardup.extract.base import TorchExtractor
 from neardup.extract.registry import ModelCfg, create_extractor
 from neardup.io_utils import atomic_write
 
@@ -52,7 +53,7 @@ class SimCLRModel(EncoderWithHead):
 def load_encoder(model: str, weights: str | None) -> tuple[torch.nn.Module, ModelCfg]:
     """The registry's feature network for ``model`` (CPU, float32) and its config."""
     ext = create_extractor(model, weights=weights, device="cpu")
-    if ext.cfg.kind != "torch":
+    if not isinstance(ext, TorchExtractor):
         raise UsageError(f"{model} is not a trainable network (perceptual hashes have no weights)")
     return ext.model, ext.cfg
 

@@ -57,13 +57,14 @@ def test_bad_yaml_and_empty_folder(tmp_path):
     bad = tmp_path / "c.yaml"
     bad.write_text("model: [unclosed")
     (tmp_path / "empty").mkdir()
-    res = CliRunner().invoke(main, ["extract", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--config", str(bad)])
+    out = str(tmp_path / "o")
+    res = CliRunner().invoke(main, ["extract", str(tmp_path / "empty"), "--out", out, "--config", str(bad)])
     assert res.exit_code != 0 and "bad YAML" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(main, ["extract", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
     assert res.exit_code != 0 and "no images" in res.output
     unknown = tmp_path / "u.yaml"
     unknown.write_text("modle: phash\n")
-    res = CliRunner().invoke(main, ["extract", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--config", str(unknown)])
+    res = CliRunner().invoke(main, ["extract", str(tmp_path / "empty"), "--out", out, "--config", str(unknown)])
     assert res.exit_code != 0 and "unknown keys ['modle']" in res.output
 
 

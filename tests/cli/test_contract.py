@@ -36,7 +36,8 @@ def test_unknown_option_is_one_error(path: tuple[str, ...]) -> None:
     expect_error(*path, "--no-such-option", message="No such option")
 
 
-BOMB = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else '1, 2, 3, 4, 5, 6, 7, 8, 9'}]\n" for i in range(9))
+BOMB = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else '1, 2, 3, 4, 5, 6, 7, 8, 9'}]\n"
+               for i in range(9))
 
 
 @pytest.mark.parametrize("content, message", [
@@ -84,9 +85,9 @@ def test_out_dir_rule(tmp_path) -> None:
     assert owner(out) == "attack" and (out / MARKER).is_file()
     with claim_out_dir(out, "attack", owned=["*.png", "manifest.csv"]) as own:
         assert own is True  # its own output: reused
-    with pytest.raises(UsageError, match="holds the output of `neardup attack`"):
-        with claim_out_dir(out, "cluster", overwrite=True, owned=["metrics.json"]):
-            pass
+    with pytest.raises(UsageError, match="holds the output of `neardup attack`"), \
+            claim_out_dir(out, "cluster", overwrite=True, owned=["metrics.json"]):
+        pass
     # overwrite on its own output removes only its own files
     (out / "notes.txt").write_text("mine")
     with claim_out_dir(out, "attack", overwrite=True, owned=["*.png", "manifest.csv"]):
@@ -95,30 +96,27 @@ def test_out_dir_rule(tmp_path) -> None:
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "precious.jpg").write_bytes(b"1")
-    with pytest.raises(UsageError, match="not empty"):
-        with claim_out_dir(foreign, "cluster", owned=["metrics.json"]):
-            pass
+    with pytest.raises(UsageError, match="not empty"), claim_out_dir(foreign, "cluster", owned=["metrics.json"]):
+        pass
     with claim_out_dir(foreign, "cluster", overwrite=True, owned=["metrics.json"]):
         pass  # writes beside the user's file
     assert (foreign / "precious.jpg").read_bytes() == b"1"
     clash = tmp_path / "clash"
     clash.mkdir()
     (clash / "metrics.json").write_text("theirs")
-    with pytest.raises(UsageError, match="metrics.json exists and was not written by neardup"):
-        with claim_out_dir(clash, "cluster", overwrite=True, owned=["metrics.json"]):
-            pass
+    with pytest.raises(UsageError, match="metrics.json exists and was not written by neardup"), \
+            claim_out_dir(clash, "cluster", overwrite=True, owned=["metrics.json"]):
+        pass
     assert (clash / "metrics.json").read_text() == "theirs"
-    with pytest.raises(UsageError, match="is a file"):
-        with claim_out_dir(clash / "metrics.json", "cluster"):
-            pass
+    with pytest.raises(UsageError, match="is a file"), claim_out_dir(clash / "metrics.json", "cluster"):
+        pass
 
 
 def test_two_writers_exclude_each_other(tmp_path) -> None:
     out = tmp_path / "out"
-    with claim_out_dir(out, "index build"):
-        with pytest.raises(UsageError, match="another neardup process"):
-            with claim_out_dir(out, "index build"):
-                pass
+    with claim_out_dir(out, "index build"), pytest.raises(UsageError, match="another neardup process"), \
+            claim_out_dir(out, "index build"):
+        pass
     with claim_out_dir(out, "index build"):  # released afterwards
         pass
 
