@@ -151,3 +151,28 @@ def retrieval_set_options(fn: Any) -> Any:
     ]):
         fn = opt(fn)
     return fn
+
+
+class RegistryHelpOption(click.Option):
+    """An option whose help is completed from a registry when --help is shown, not at import."""
+
+    def registry_help(self, text: str) -> str:
+        return text
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        base = self.help
+        self.help = self.registry_help(base or "")
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.help = base
+
+
+class IndexSpecOption(RegistryHelpOption):
+    """A faiss factory-string option: its help lists the registered index families with an example each."""
+
+    def registry_help(self, text: str) -> str:
+        from neardup.fastsearch.indexes import FAMILIES
+
+        examples = ", ".join(f"{f.name} ({f.example})" for f in FAMILIES.values())
+        return f"{text} Families: {examples}."

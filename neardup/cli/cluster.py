@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import numpy as np
 
-from neardup.cli._common import FloatIn, config_option, save_config
+from neardup.cli._common import FloatIn, RegistryHelpOption, config_option, save_config
 from neardup.clustering._common import MAX_SETTINGS
 from neardup.errors import UsageError
 
@@ -43,22 +43,7 @@ class MethodChoice(click.Choice):
         pass
 
 
-class _RegistryHelpOption(click.Option):
-    """An option whose help is completed from the method registry when --help is shown, not at import."""
-
-    def registry_help(self, text: str) -> str:
-        return text
-
-    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
-        base = self.help
-        self.help = self.registry_help(base or "")
-        try:
-            return super().get_help_record(ctx)
-        finally:
-            self.help = base
-
-
-class MethodOption(_RegistryHelpOption):
+class MethodOption(RegistryHelpOption):
     """An option of some clustering methods: its help names them (and the default radius it gives)."""
 
     def registry_help(self, text: str) -> str:
@@ -73,7 +58,7 @@ class MethodOption(_RegistryHelpOption):
         return f"{'/'.join(m.name for m in users)}: {text}" if users else text
 
 
-class SweepParamOption(_RegistryHelpOption):
+class SweepParamOption(RegistryHelpOption):
     """``--sweep-param``: its help lists each method's default swept option."""
 
     def registry_help(self, text: str) -> str:

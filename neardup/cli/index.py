@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from neardup.cli._common import NeardupGroup, config_option, save_config
+from neardup.cli._common import IndexSpecOption, NeardupGroup, config_option, save_config
 from neardup.io_utils import atomic_write_json
 
 
@@ -19,7 +19,7 @@ def index_group() -> None:
 @index_group.command("build")
 @click.argument("features", type=click.Path())
 @config_option
-@click.option("--factory", default="Flat", show_default=True,
+@click.option("--factory", default="Flat", show_default=True, cls=IndexSpecOption,
               help="faiss factory string ('{nlist}' -> 4*sqrt(N)); binary specs (BFlat...) for hashes.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Index folder to create.")
 @click.option("--metric", type=click.Choice(["l2", "cosine", "l1", "js", "hamming"]), default=None,

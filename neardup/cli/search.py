@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from neardup.cli._common import NeardupGroup, config_option, retrieval_set_options, save_config
+from neardup.cli._common import IndexSpecOption, NeardupGroup, config_option, retrieval_set_options, save_config
 from neardup.io_utils import atomic_write_json
 from neardup.outdir import check_out_dir, claim_out_dir
 
@@ -65,7 +65,7 @@ def _opt_tuple(v: tuple[Any, ...]) -> tuple[Any, ...] | None:
 @search.command("bench")
 @config_option
 @retrieval_set_options
-@click.option("--index", "index", multiple=True, metavar="FACTORY",
+@click.option("--index", "index", multiple=True, metavar="FACTORY", cls=IndexSpecOption,
               help="faiss factory string, repeatable; '{nlist}' is filled with 4*sqrt(N). "
                    "[default: Flat, IVF{nlist},Flat; BFlat, BIVF{nlist} for hashes]")
 @click.option("--metric", "metric", multiple=True, type=click.Choice(["l2", "cosine", "l1", "js", "hamming"]),

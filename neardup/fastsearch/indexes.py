@@ -55,10 +55,16 @@ FAMILIES: dict[str, IndexFamily] = {}
 
 
 def register_family(fam: IndexFamily) -> IndexFamily:
+    """Adding an index family is this one call: spec parsing, metric checks, bench, index and cluster follow."""
     if fam.name in FAMILIES:
         raise ValueError(f"index family {fam.name!r} registered twice")
     FAMILIES[fam.name] = fam
     return fam
+
+
+def unregister_family(name: str) -> None:
+    """Remove a family (for tests and plugins that register temporary ones)."""
+    FAMILIES.pop(name, None)
 
 
 for _fam in (

@@ -40,6 +40,11 @@ def _data(binary: bool, n: int = 1500):
 
 @pytest.mark.parametrize("spec", sorted({*ISSUE_SPECS, *(f.example for f in FAMILIES.values())}))
 def test_every_family_builds_searches_and_round_trips(spec, tmp_path):
+    check_spec(spec, tmp_path)
+
+
+def check_spec(spec, tmp_path):
+    """The registry loop's body: build, train, add, search (best first, accurate), write and read back."""
     binary = spec.startswith("B")
     db, q, gt, d, metric = _data(binary)
     index = build_index(spec, d, metric, n=len(db))
