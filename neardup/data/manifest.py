@@ -82,11 +82,20 @@ def query_key(path: str | os.PathLike, root: str | os.PathLike | None = None) ->
     Matching the whole relative path (not the id) is what makes the manifest authoritative: a stale
     ``cat_jpeg_10.png`` beside the listed ``cat_jpeg_10.jpg`` is not counted as that query.
     """
-    p = Path(path)
-    if root is not None and p.is_absolute() == Path(root).is_absolute():
-        with contextlib.suppress(ValueError):
-            p = p.relative_to(root)
-    return os.path.normpath(str(p)).replace(os.sep, "/")
+    p = Path(os.path.normpath(path))
+    if root is not None:
+        r = Path(os.path.normpath(root))
+        if p.is_absolute() == r.is_absolute():
+            with contextlib.suppress(ValueError):
+                p = p.relative_to(r)
+        elif not p.is_absolute():
+            # a store records the paths as they were given (relative to the cwd of that run) and its root made
+            # absolute: the relative path's folder part that ends the root is the root, whatever the cwd is now
+            for parent in p.parents:
+                if str(parent) != "." and (r.parts[-len(parent.parts):] == parent.parts):
+                    p = p.relative_to(parent)
+                    break
+    return str(p).replace(os.sep, "/")
 
 
 def write_manifest(rows: list[ManifestRow], path: str | os.PathLike) -> None:

@@ -93,3 +93,19 @@ def test_saved_config_feeds_back_with_config(image_dir, tmp_path):
     run("extract", image_dir, "--out", tmp_path / "f", "--model", "phash", "--workers", "0", "--glob", "*.png")
     run("extract", image_dir, "--out", tmp_path / "f2", "--config", tmp_path / "f" / "config.yaml")
     assert json.loads((tmp_path / "f2" / "meta.json").read_text())["model"] == "phash"
+
+
+def test_relative_folders_as_the_demo_gives_them(image_dir, tmp_path, monkeypatch):
+    """Folders given relative to the cwd (as `make demo` does): queries still match their manifest rows."""
+    import shutil
+
+    shutil.copytree(image_dir, tmp_path / "photos")
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "att.yaml"
+    cfg.write_text("attacks:\n  - {attack: hflip}\n  - {attack: jpeg, params: {quality: 50}}\n")
+    run("attack", "photos", "out/queries", "--attacks", cfg, "--workers", "1")
+    run("extract", "photos", "--out", "out/f/db", "--model", "phash", "--workers", "0")
+    run("extract", "out/queries", "--out", "out/f/q", "--model", "phash", "--workers", "0")
+    run("search", "exact", "--database", "out/f/db", "--queries", "./out/f/q", "--out", "out/r.json", "--quiet")
+    data = json.loads((tmp_path / "out" / "r.json").read_text())
+    assert data["n_queries"] == 12 and data["per_family"]["jpeg"]["recall"]["1"] == 1.0
