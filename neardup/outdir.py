@@ -15,10 +15,10 @@ into one folder cannot interleave: the second gets one clear error.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,13 +61,55 @@ def folder_lock(folder: str | os.PathLike, what: str = "writing") -> Iterator[No
         fh.close()
 
 
-def _remove_owned(out: Path, owned: Sequence[str]) -> None:
-    for pattern in owned:
-        for p in sorted(out.glob(pattern), reverse=True):
+def remove_files(folder: Path, patterns: Sequence[str]) -> None:
+    """Delete the files under ``folder`` matching ``patterns`` (globs), then the folders that became empty.
+
+    Why not ``rmtree``: a folder neardup made can still hold a file the user put there, which must survive.
+    """
+    dirs: set[Path] = set()
+    for pattern in patterns:
+        for p in sorted(folder.glob(pattern), reverse=True):
             if p.is_symlink() or p.is_file():
                 p.unlink()
+                dirs.update(q for q in p.parents if q != folder and q.is_relative_to(folder))
             elif p.is_dir():
-                shutil.rmtree(p)
+                dirs.add(p)
+    for d in sorted(dirs, key=lambda q: len(q.parts), reverse=True):
+        with contextlib.suppress(OSError):  # not empty: it holds someone else's file
+            d.rmdir()
+
+
+def _remove_owned(out: Path, owned: Sequence[str]) -> None:
+    remove_files(out, owned)
+
+
+def check_out_file(path: str | os.PathLike, option: str = "--out", schema: str = "neardup.") -> None:
+    """Refuse to replace an existing file neardup did not write: a JSON result must carry the schema this
+    command writes (``schema`` is its prefix), a figure must name neardup in its metadata."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{option} {p} is a folder; give a file name")
+    if not (p.exists() or p.is_symlink()):
+        return
+    try:
+        head = p.read_bytes()[:1 << 16] if p.is_file() and not p.is_symlink() else b""
+    except OSError:
+        head = b""
+    if p.suffix == ".json":
+        import json
+
+        try:
+            ours = str(json.loads(p.read_text("utf-8")).get("schema", "")).startswith(schema)
+        except (ValueError, AttributeError, OSError):
+            ours = False
+    else:
+        ours = FIGURE_TAG.encode() in head
+    if not ours:
+        raise UsageError(f"{option} {p} exists and was not written by neardup; choose another file name")
+
+
+#: written into the metadata of every figure neardup saves (matplotlib ``metadata``), so a re-run may replace it
+FIGURE_TAG = "neardup"
 
 
 def check_out_dir(out: str | os.PathLike, command: str, *, overwrite: bool, owned: Sequence[str],

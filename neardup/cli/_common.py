@@ -121,8 +121,30 @@ def _load_yaml_config(ctx: click.Context, param: click.Parameter, value: str | N
         raise click.BadParameter(f"unknown keys {unknown}; valid: {sorted(set(alias) - {'config'})}", ctx=ctx,
                                  param=param)
     data = {alias[k]: v for k, v in data.items()}
+    by_name = {p.name: p for p in ctx.command.params}
+    for name, v in data.items():
+        _check_config_value(ctx, by_name[name], v, param)
     ctx.default_map = {**(ctx.default_map or {}), **data}
     return value
+
+
+def _check_config_value(ctx: click.Context, p: click.Parameter, v: Any, config: click.Parameter) -> None:
+    """A YAML value must be what the flag would accept: the right shape (no mappings; lists only for repeatable
+    options), no booleans for numbers, and valid for the option's type and range."""
+    many = getattr(p, "multiple", False) or p.nargs != 1
+    flag = getattr(p, "is_flag", False) or isinstance(p.type, click.types.BoolParamType)
+    items = v if isinstance(v, list) and many else [v]
+    for item in items:
+        bad = isinstance(item, (dict, list)) or (isinstance(item, bool) and not flag)
+        if not bad and item is not None:
+            try:
+                p.type.convert(item, p, ctx)
+            except (click.BadParameter, TypeError, ValueError) as exc:
+                msg = exc.format_message() if isinstance(exc, click.BadParameter) else str(exc)
+                raise click.BadParameter(f"key {p.name!r}: {msg}", ctx=ctx, param=config) from None
+        elif bad:
+            raise click.BadParameter(f"key {p.name!r}: {item!r} is not a valid value for "
+                                     f"{'/'.join(getattr(p, 'opts', [p.name or '']))}", ctx=ctx, param=config)
 
 
 config_option = click.option("--config", "config", type=click.Path(dir_okay=False), callback=_load_yaml_config,

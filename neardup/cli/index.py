@@ -9,6 +9,7 @@ import click
 
 from neardup.cli._common import IndexSpecOption, NeardupGroup, config_option, save_config
 from neardup.io_utils import atomic_write_json
+from neardup.outdir import check_out_file
 
 
 @click.group("index", cls=NeardupGroup)
@@ -82,6 +83,9 @@ def query_cmd(index_dir: str, images: tuple[str, ...], k: int, nprobe: int | Non
 
     if grid:
         grid_format(grid)  # an unknown extension is refused before any extraction
+        check_out_file(grid, "--grid")
+    if out:
+        check_out_file(out, schema="neardup.query/")
     params = {k_: v for k_, v in (("nprobe", nprobe), ("efSearch", ef_search)) if v is not None}
     result = query_index(index_dir, list(images), k, params, device, weights, workers, show_progress=True)
     doc = result.to_dict()

@@ -9,7 +9,7 @@ import click
 
 from neardup.cli._common import IndexSpecOption, NeardupGroup, config_option, retrieval_set_options, save_config
 from neardup.io_utils import atomic_write_json
-from neardup.outdir import check_out_dir, claim_out_dir
+from neardup.outdir import check_out_dir, check_out_file, claim_out_dir
 
 #: What `search bench` writes in --out (the output-folder rule's owned files).
 BENCH_OWNED = ("results.json", "config.yaml")
@@ -34,6 +34,8 @@ def search_exact_cmd(database: str, queries: str, distractors: tuple[str, ...], 
     from neardup.fastsearch.dataset import load_retrieval_set
     from neardup.fastsearch.exact import evaluate, format_table
 
+    if out:
+        check_out_file(out, schema="neardup.search.exact/")  # before the work; never a file neardup did not write
     rs = load_retrieval_set(database, queries, distractors, manifest, metric)
     config = {"database": database, "queries": queries, "distractors": list(distractors), "manifest": manifest,
               "metric": rs.metric, "k": k}
@@ -77,20 +79,21 @@ def _opt_tuple(v: tuple[Any, ...]) -> tuple[Any, ...] | None:
 @click.option("--k-factor", "k_factor", multiple=True, type=click.IntRange(1),
               help="Re-ranking depth of ,RFlat indexes (k x this many candidates), repeatable [default: 4].")
 @click.option("-k", "k", multiple=True, type=click.IntRange(1), help="Neighbours returned, repeatable [default: 10].")
-@click.option("--synthetic", type=click.IntRange(0), default=0, show_default=True,
+@click.option("--synthetic", type=click.IntRange(0, 100_000_000), default=0, show_default=True,
               help="Add this many generated distractors matching the real features (low-rank Gaussian).")
 @click.option("--synthetic-rank", type=click.IntRange(1), default=64, show_default=True,
               help="Principal components kept by the synthetic model.")
 @click.option("--pca", type=click.IntRange(1), default=None, help="Reduce real features to this many dimensions first.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="faiss GPU when faiss-gpu and a GPU are present; cpu otherwise (with a note).")
-@click.option("--threads", type=click.IntRange(1), default=None, help="faiss OpenMP threads [default: all cores].")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
+              help="faiss OpenMP threads [default: all cores].")
 @click.option("--latency-queries", type=click.IntRange(0), default=None,
               help="Queries timed one by one for p50/p99 [default: 200].")
 @click.option("--train-size", type=click.IntRange(1), default=None,
               help="Training vectors [default: 64 per IVF list, at least 10000].")
 @click.option("--chunk-size", type=click.IntRange(1), default=None, help="Vectors added per chunk [default: 65536].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder (results.json, config.yaml).")
 @click.option("--overwrite", is_flag=True,

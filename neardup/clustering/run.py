@@ -26,7 +26,9 @@ from neardup.io_utils import atomic_write, atomic_write_json, atomic_write_text
 
 SCHEMA = "neardup.cluster/1"
 #: Everything ``neardup cluster`` writes in its --out (see :mod:`neardup.outdir`): replaced by a re-run.
-OWNED = ("assignments.csv", "metrics.json", "centroids.npy", "config.yaml", "sweep", "plots")
+OWNED = ("assignments.csv", "metrics.json", "centroids.npy", "config.yaml", "sweep/*=*.csv", "plots/sizes.png",
+         "plots/sweep.png", "plots/dendrogram.png", "plots/diameters.png", "plots/mosaics/cluster_*.png",
+         "sweep", "plots/mosaics", "plots")
 
 
 @dataclass

@@ -29,7 +29,8 @@ from neardup.outdir import claim_out_dir
 from neardup.progress import progress
 
 #: what ``neardup extract`` writes in --out (removed by --overwrite, never anything else)
-OWNED = ("shards", "meta.json", "job.json", "transform.npz", "config.yaml")
+OWNED = ("shards/[0-9][0-9][0-9][0-9][0-9].npy", "shards/[0-9][0-9][0-9][0-9][0-9].json", "shards/.*.tmp", "shards",
+         "meta.json", "job.json", "transform.npz", "config.yaml")
 #: version of job.json; older records lack the weights digest and are not resumed
 JOB_SCHEMA = "neardup.extract-job/2"
 
@@ -383,7 +384,7 @@ def _prepare_output(out: Path, job: dict[str, Any], own: bool) -> None:
         if diff:
             raise UsageError(f"{out} holds an extraction with a different {diff}; use a new --out, or --overwrite "
                              f"to start over")
-    elif (out / "shards").exists() and any((out / "shards").iterdir()):
+    elif any((out / "shards").glob("[0-9][0-9][0-9][0-9][0-9].*")):
         raise UsageError(f"{out} holds shards but no job.json (a damaged extraction): it cannot be resumed safely; "
                          f"use a new --out, or --overwrite to start over")
     with _naming(record):

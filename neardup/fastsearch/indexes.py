@@ -114,6 +114,9 @@ def resolve_spec(spec: str, n: int | None = None) -> str:
 
 def family_of(spec: str) -> IndexFamily:
     """The family a resolved factory string belongs to; UsageError listing examples otherwise."""
+    for m in re.finditer(r"HNSW(\d+)", spec):
+        if int(m.group(1)) < 2:  # faiss aborts the process on HNSW0/HNSW1
+            raise UsageError(f"{spec}: HNSW needs at least 2 links per node (e.g. HNSW32), got {m.group(1)}")
     for fam in FAMILIES.values():
         if re.fullmatch(fam.pattern, spec):
             return fam

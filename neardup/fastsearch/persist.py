@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -57,7 +56,7 @@ from neardup.fastsearch.indexes import (
 )
 from neardup.fastsearch.vectors import METRICS, canonical_metric, prepare_vectors
 from neardup.io_utils import atomic_write_json, atomic_write_text, read_json, read_json_object, read_text
-from neardup.outdir import check_out_dir, claim_out_dir, folder_lock
+from neardup.outdir import check_out_dir, claim_out_dir, folder_lock, remove_files
 
 INDEX_SCHEMA = "neardup.index/1"
 QUERY_SCHEMA = "neardup.query/1"
@@ -187,8 +186,8 @@ def _sha256(path: Path) -> str:
 def _remove_generations(root: Path, keep: set[str]) -> None:
     """Delete the generations not in ``keep`` (and the old flat files once a generation is committed)."""
     for gen in _generations(root):
-        if gen.name not in keep:
-            shutil.rmtree(gen, ignore_errors=True)
+        if gen.name not in keep:  # its own files only: a file someone put there survives (with its folder)
+            remove_files(root, [*(f"{gen.name}/{f}" for f in FILES), f"{gen.name}/.*.tmp", gen.name])
     if _read_pointer(root) is not None and (root / "meta.json").is_file():
         for name in FILES:  # the old layout's files: the generation before the first pointer
             (root / name).unlink(missing_ok=True)
@@ -571,6 +570,9 @@ def draw_grid(result: QueryResult, out: str | os.PathLike, max_queries: int = 8,
             show(ax, nb["path"], f"#{nb['rank']} {Path(nb['path']).name[:14]}\n{nb['score']:.3f}", "0.7")
     fig.tight_layout()
     try:
-        atomic_write(out, lambda f: fig.savefig(f, format=fmt, dpi=120))
+        from neardup.outdir import FIGURE_TAG
+
+        tag = {"png": {"Software": FIGURE_TAG}, "pdf": {"Creator": FIGURE_TAG}, "svg": {"Creator": FIGURE_TAG}}
+        atomic_write(out, lambda f: fig.savefig(f, format=fmt, dpi=120, metadata=tag.get(fmt)))
     finally:
         plt.close(fig)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,8 +23,10 @@ if TYPE_CHECKING:  # keeps torch out of this module's import
 
 CHECKPOINT = "checkpoint.pt"
 #: Everything a run writes in --out (removed by --overwrite, and only these).
-OWNED = (CHECKPOINT, "config.yaml", "config.json", "log.jsonl", "summary.json", "best.pt", "last.pt", "encoders",
-         "tensorboard", "evaluation")
+OWNED = (CHECKPOINT, "config.yaml", "config.json", "log.jsonl", "summary.json", "best.pt", "last.pt",
+         "encoders/epoch_*.pt", "encoders", "tensorboard/events.out.tfevents.*", "tensorboard",
+         "evaluation/evaluation.json", "evaluation/geometry.npz", "evaluation/evolution.png", "evaluation/config.yaml",
+         "evaluation/.neardup.json", "evaluation/.neardup.lock", "evaluation")
 #: Fields never compared on --resume: where the run is, and how this invocation treats it.
 _NOT_COMPARED = ("out", "resume", "overwrite")
 _PATHS = ("images", "weights", "val_queries", "val_database")
@@ -107,13 +108,10 @@ def trim_log(path: Path, last_epoch: int) -> None:
 
 
 def _remove(out: Path, names: tuple[str, ...]) -> None:
-    """Remove these entries of ``out`` (files or folders); called with the folder's lock held."""
-    for name in names:
-        p = out / name
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        elif p.exists() or p.is_symlink():
-            p.unlink()
+    """Remove these entries of ``out`` (file globs; folders only once empty); called with the folder's lock held."""
+    from neardup.outdir import remove_files
+
+    remove_files(out, names)
 
 
 def write_config(out: Path, cfg: Any, command: str) -> None:
