@@ -188,21 +188,34 @@ def build_index(spec: str, d: int, metric: str, n: int | None = None, ef_constru
     return index
 
 
+def _walk(index: Any) -> tuple[list[Any], Any]:
+    """(every vector transform of the pre-transform chains, the innermost index), through refine wrappers.
+
+    The caller must keep ``index`` referenced while it uses the results: swig objects borrow from it.
+    """
+    import faiss
+
+    transforms: list[Any] = []
+    index = faiss.downcast_index(index)
+    while True:
+        if isinstance(index, faiss.IndexRefine):
+            index = faiss.downcast_index(index.base_index)
+        elif isinstance(index, faiss.IndexPreTransform):
+            chain: Any = index.chain  # a swig vector (faiss' stubs call it a list)
+            transforms += [faiss.downcast_VectorTransform(chain.at(i)) for i in range(chain.size())]
+            index = faiss.downcast_index(index.index)
+        else:
+            return transforms, index
+
+
 def _check_transforms(index: Any, spec: str) -> None:
     """PCA can only reduce: faiss accepts ``PCA64`` on 32-d vectors and fails later, in training."""
     import faiss
 
-    outer = index  # noqa: F841 - keeps the wrapper (and so the chain) alive while we walk it
-    index = faiss.downcast_index(index)
-    if isinstance(index, faiss.IndexRefine):
-        index = faiss.downcast_index(index.base_index)
-    if isinstance(index, faiss.IndexPreTransform):
-        chain: Any = index.chain  # a swig vector (faiss' stubs call it a list)
-        for i in range(chain.size()):
-            vt = faiss.downcast_VectorTransform(chain.at(i))
-            if isinstance(vt, faiss.PCAMatrix) and vt.d_out > vt.d_in:
-                raise UsageError(f"{spec}: PCA cannot output {vt.d_out} dimensions from {vt.d_in}; "
-                                 f"use PCA{vt.d_in} or fewer")
+    for vt in _walk(index)[0]:
+        if isinstance(vt, faiss.PCAMatrix) and vt.d_out > vt.d_in:
+            raise UsageError(f"{spec}: PCA cannot output {vt.d_out} dimensions from {vt.d_in}; "
+                             f"use PCA{vt.d_in} or fewer")
 
 
 def train_index(index: Any, x: np.ndarray, spec: str) -> None:
@@ -258,23 +271,14 @@ def min_train_vectors(index: Any) -> tuple[int, str]:
         nlist = int(getattr(b, "nlist", 0)) if isinstance(b, faiss.IndexBinaryIVF) else 0
         return (nlist, f"{nlist} inverted lists") if nlist else (0, "")
     needs: list[tuple[int, str]] = [(0, "")]
-    outer = index  # noqa: F841 - keeps the wrapper (and so the inner indexes) alive while we walk it
-    index = faiss.downcast_index(index)
-    while True:
-        if isinstance(index, faiss.IndexRefine):
-            index = faiss.downcast_index(index.base_index)
-        elif isinstance(index, faiss.IndexPreTransform):
-            chain: Any = index.chain  # a swig vector (faiss' stubs call it a list)
-            for i in range(chain.size()):
-                vt = faiss.downcast_VectorTransform(chain.at(i))
-                if isinstance(vt, faiss.OPQMatrix):
-                    k = 256 if vt.pq is None else 2 ** int(vt.pq.nbits)
-                    needs.append((k, f"the OPQ rotation's quantiser of {k} centroids"))
-                elif isinstance(vt, faiss.PCAMatrix):
-                    needs.append((int(vt.d_out), f"PCA to {vt.d_out} dimensions"))
-            index = faiss.downcast_index(index.index)
-        else:
-            break
+    transforms, inner = _walk(index)
+    for vt in transforms:
+        if isinstance(vt, faiss.OPQMatrix):
+            k = 256 if vt.pq is None else 2 ** int(vt.pq.nbits)
+            needs.append((k, f"the OPQ rotation's quantiser of {k} centroids"))
+        elif isinstance(vt, faiss.PCAMatrix):
+            needs.append((int(vt.d_out), f"PCA to {vt.d_out} dimensions"))
+    index = inner
     nlist = int(getattr(index, "nlist", 0) or 0)
     if nlist:
         needs.append((nlist, f"{nlist} inverted lists"))
