@@ -94,3 +94,5 @@ def query_cmd(index_dir: str, images: tuple[str, ...], k: int, nprobe: int | Non
     if grid:
         draw_grid(result, grid)
     click.echo(json.dumps(doc, indent=2))
+    for s in result.skipped:
+        click.echo(f"skipped {s['path']}: {s['reason']}", err=True)

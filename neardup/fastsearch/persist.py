@@ -514,6 +514,10 @@ def query_index(index_dir: str | os.PathLike, images: Sequence[str], k: int = 10
             results.append({"query": p, "neighbours": [
                 {"rank": r + 1, "id": int(i), "path": idx.paths[i], "score": float(s)}
                 for r, (s, i) in enumerate(zip(srow, irow, strict=False)) if i >= 0]})
+    if not results:
+        first = skipped[0] if skipped else {"path": "?", "reason": "no input"}
+        raise UsageError(f"no query image could be read ({len(skipped)} given), e.g. {first['path']}: "
+                         f"{first['reason']}")
     return QueryResult(str(index_dir), k, idx.meta.metric, results, skipped)
 
 

@@ -81,3 +81,11 @@ def test_hnsw_without_links_is_refused_not_aborted(store, tmp_path) -> None:
     expect_error("index", "build", store, "--out", tmp_path / "i", "--factory", "BHNSW0", message="at least 2 links")
     expect_error("cluster", store, "--out", tmp_path / "c", "--index", "BHNSW1", "--threshold", "5",
                  message="at least 2 links")
+
+
+def test_query_with_no_readable_image_is_an_error(store, image_dir, tmp_path) -> None:
+    invoke("index", "build", store, "--out", tmp_path / "idx", "--factory", "BFlat")
+    expect_error("query", tmp_path / "idx", tmp_path / "missing.png", message="no query image could be read")
+    res = invoke("query", tmp_path / "idx", image_dir / "img0.png", tmp_path / "missing.png")
+    assert f"skipped {tmp_path / 'missing.png'}" in res.stderr
+    assert len(json.loads(res.stdout)["results"]) == 1
