@@ -4,20 +4,23 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install browser demo test lint bench clean
 
 install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,onnx]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,onnx,bench,browser]'
 	touch $(STAMP)
 
 demo: install
 	bash scripts/demo.sh
 
-test: install lint
+browser:
+	bash scripts/install_browser.sh
+
+test: install lint browser
 	$(PY) -m pytest -q
 
 # ruff and mypy are part of the test gate (configured in pyproject.toml)
