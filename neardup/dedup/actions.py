@@ -76,6 +76,9 @@ def plan(out: str | os.PathLike, mode: str, move_to: str | os.PathLike | None = 
         raise UsageError(f"unknown action {mode!r}; use one of {', '.join(MODES)}")
     if (mode == "move") != (move_to is not None):
         raise UsageError("--move-to DIR is required for moving, and only for moving")
+    from neardup.dedup.outputs import read_summary
+
+    read_summary(out)  # a finished scan only: summary.json is its commit point
     rows = _rows(out)
     keepers = {r["group"]: r["path"] for r in rows if r["is_keeper"] == "1"}
     trash = out / "actions" / "trash"
@@ -90,8 +93,8 @@ def plan(out: str | os.PathLike, mode: str, move_to: str | os.PathLike | None = 
             continue
         if st.st_size != int(r["bytes"]) or st.st_mtime_ns != int(r["mtime_ns"]):
             changed.append(f"{p} (size or mtime changed)")
-        if r["is_keeper"] == "1" or r["group"] not in keepers:
-            continue
+        if r["is_keeper"] == "1" or r.get("reference") == "1" or r["group"] not in keepers:
+            continue  # keepers and --against references are never touched
         dst = None
         if mode == "move":
             dst = str(_inside(Path(move_to), str(p.resolve())))  # type: ignore[arg-type]

@@ -1,14 +1,8 @@
-"""A duplicate threshold chosen on the user's own images, without labels.
+"""Choosing a duplicate threshold from positive and negative similarity scores.
 
-Positives: attacked copies of sampled images (made with the attack registry)
-scored against their source. Hard negatives: each sampled image scored against
-its nearest *other* image in the collection. The threshold is the lowest one at
-which the precision on this sample reaches the target, with positives and
-negatives weighted equally (one hard negative per positive pair).
-
-Where it can mislead: the nearest other image may itself be a true duplicate (then the
-threshold comes out higher than needed: safe, lower recall), and the attacks may
-not resemble the user's own edits (then recall is estimated on the wrong edits).
+The scores come from the user's own images (:mod:`neardup.dedup.scores`): attacked copies scored against their
+source are the positives; decoys and nearest non-duplicate neighbours are the negatives. The threshold is the lowest
+one at which the precision on this sample reaches the target, positives and negatives weighted equally.
 """
 
 from __future__ import annotations
@@ -30,6 +24,8 @@ class Calibration:
     n_positives: int
     n_negatives: int
     reached: bool
+    n_decoys: int = 0
+    n_neighbours: int = 0
     curve: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def components(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
 
 
 def guarded_groups(n: int, rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, threshold: float,
-                   sim: SimFn) -> np.ndarray:
+                   sim: SimFn, centre_threshold: float | None = None) -> np.ndarray:
     """Group labels (0..G-1, singletons included) where each member is within ``threshold`` of its group's centre.
 
     Args:
@@ -40,10 +40,12 @@ def guarded_groups(n: int, rows: np.ndarray, cols: np.ndarray, sims: np.ndarray,
         rows, cols, sims: edges with similarity ``sims`` (only those >= threshold are used).
         threshold: minimum similarity for two items to be duplicates.
         sim: similarity of one item to several others (features are not held here).
+        centre_threshold: how close each member must be to its group's centre (default: ``threshold``).
 
     Returns:
         (n,) int64 labels, numbered by each group's smallest member.
     """
+    bound = threshold if centre_threshold is None else centre_threshold
     keep = sims >= threshold
     rows, cols, sims = rows[keep], cols[keep], sims[keep]
     labels = np.full(n, -1, dtype=np.int64)
@@ -60,7 +62,7 @@ def guarded_groups(n: int, rows: np.ndarray, cols: np.ndarray, sims: np.ndarray,
             next_label += 1
             continue
         centre = members[np.argmax(strength[members])]
-        close = sim(int(centre), members) >= threshold
+        close = sim(int(centre), members) >= bound
         close[members == centre] = True
         group, rest = members[close], members[~close]
         labels[group] = next_label

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -35,7 +36,34 @@ def scan(tmp_path: Path) -> tuple[Path, Path]:
         for g, name, keeper in groups:
             p = photos / name
             w.writerow([g, str(p), keeper, 1.0, "near", 1, 1, p.stat().st_size, p.stat().st_mtime_ns])
+    write_summary(out)
     return photos, out
+
+
+def write_summary(out: Path) -> None:
+    """The scan's commit point, as the pipeline writes it (actions refuse a scan without one)."""
+    doc = {"schema": "neardup.dedup/1", "files": 6, "unreadable": 0, "groups": 3, "duplicates": 3,
+           "exact_duplicates": 0, "near_duplicates": 3, "largest_group": 3, "largest_group_share": 0.5, "pairs": 3,
+           "threshold": 0.8, "threshold_source": "given", "calibration": None, "model": "m", "against": False,
+           "timings_s": {}, "inputs": [], "against_inputs": [], "config": {}, "created": "now"}
+    (out / "summary.json").write_text(json.dumps(doc))
+
+
+def test_unfinished_scan_refused(scan) -> None:
+    _, out = scan
+    (out / "summary.json").unlink()
+    with pytest.raises(UsageError, match="no finished dedup scan"):
+        apply(out, "move", move_to=out.parent / "dups")
+
+
+def test_references_never_touched(scan) -> None:
+    photos, out = scan
+    text = (out / "groups.csv").read_text().splitlines()
+    rows = [text[0] + ",reference"] + [ln + (",1" if "a_copy" in ln else ",0") for ln in text[1:]]
+    (out / "groups.csv").write_text("\n".join(rows) + "\n")
+    rep = apply(out, "move", move_to=out.parent / "dups", yes=True)
+    assert {Path(t.path).name for t in rep.planned} == {"a_small.jpg", "b2.png"}
+    assert (photos / "a_copy.jpg").is_file()
 
 
 def test_dry_run_changes_nothing(scan) -> None:

@@ -1,0 +1,362 @@
+"""``find_duplicates``: the exact and near duplicates of a collection, in one call.
+
+Stages, each timed and each reused by a re-run:
+
+1. **hash**: every file's bytes (cached by path, size and mtime); identical bytes are one content.
+2. **features**: one vector per distinct content, cached under ``DIR/features`` (:mod:`neardup.dedup.features`).
+3. **k-NN**: each content's ``k`` nearest contents through the fastsearch index layer: exact (flat) up to
+   ``exact_limit`` contents, IVF above.
+4. **calibrate**: unless a threshold is given, one chosen on the collection's own images
+   (:mod:`neardup.dedup.scores`, :mod:`neardup.dedup.calibrate`).
+5. **group**: connected components of the k-NN edges at the threshold, split by the star guard
+   (:mod:`neardup.dedup.grouping`) so that chains of near neighbours cannot merge unrelated images.
+6. **keepers**: one per group by the ``keep`` rule; members with the keeper's decoded pixels are marked exact.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neardup.dedup.calibrate import Calibration
+from neardup.dedup.inventory import FileInfo
+from neardup.errors import UsageError
+
+SCHEMA = "neardup.dedup/1"
+KEEP_RULES = ("largest", "smallest-file", "oldest", "newest", "first")
+#: above this similarity two different files are checked for identical decoded pixels (a lossless re-encode)
+PIXEL_CHECK = 0.999
+
+
+@dataclass
+class DedupConfig:
+    """Every option of a scan; the CLI's flags and YAML keys are these fields.
+
+    ``threshold`` is a cosine similarity (None: calibrated to reach ``precision``); ``centre_margin`` loosens the
+    star guard: a member must be within ``threshold - centre_margin`` of its group's centre.
+    """
+
+    model: str = "efficientnet_lite0"
+    weights: str | None = None
+    threshold: float | None = None
+    precision: float = 0.99
+    keep: str = "largest"
+    calibration_images: int = 200
+    calibration_attacks: str = "default"
+    copies_per_image: int = 3
+    centre_margin: float = 0.1
+    k: int = 20
+    exact_limit: int = 100_000
+    batch_size: int = 32
+    workers: int | None = None
+    device: str = "auto"
+    engine: str = "auto"
+    seed: int = 0
+
+    def validate(self) -> DedupConfig:
+        """Raises UsageError naming the flag of the first bad value."""
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+        if self.threshold is not None and not (is_num(self.threshold) and -1.0 <= self.threshold <= 1.0):
+            raise UsageError(f"--threshold is a cosine similarity in [-1, 1], got {self.threshold!r}")
+        if not (is_num(self.precision) and 0.5 <= self.precision < 1.0):
+            raise UsageError(f"--precision must be in [0.5, 1), got {self.precision!r}")
+        if not (is_num(self.centre_margin) and 0.0 <= self.centre_margin <= 1.0):
+            raise UsageError(f"--centre-margin must be in [0, 1], got {self.centre_margin!r}")
+        if self.keep not in KEEP_RULES:
+            raise UsageError(f"--keep must be one of {', '.join(KEEP_RULES)}, got {self.keep!r}")
+        for name, lo, hi in (("calibration_images", 2, 100_000), ("copies_per_image", 1, 100), ("k", 2, 1000),
+                             ("exact_limit", 1, 10**9), ("batch_size", 1, 4096), ("seed", 0, 2**32 - 1)):
+            v = getattr(self, name)
+            if not is_int(v) or not lo <= v <= hi:
+                raise UsageError(f"--{name.replace('_', '-')} must be an integer in [{lo}, {hi}], got {v!r}")
+        if self.workers is not None and (not is_int(self.workers) or self.workers < 0):
+            raise UsageError(f"--workers must be an integer >= 0, got {self.workers!r}")
+        from neardup.extract.registry import ENGINES, get_model_cfg
+
+        if self.engine not in ENGINES:
+            raise UsageError(f"unknown --engine {self.engine!r}; use {', '.join(ENGINES)}")
+        get_model_cfg(self.model)  # an unknown model is one Error line, before any file is read
+        return self
+
+
+@dataclass
+class DedupResult:
+    """The groups of a scan. ``group[i]`` is the group of ``files[i]`` (-1: in no group of two or more)."""
+
+    files: list[FileInfo]
+    group: np.ndarray
+    keepers: dict[int, int]
+    scores: np.ndarray  # similarity of each file to its group's keeper (1 for keepers and exact copies)
+    kinds: list[str]  # keeper | exact | near | unique | unreadable
+    reference: np.ndarray  # bool: the file came from --against
+    pairs: list[tuple[int, int, float]]
+    threshold: float
+    calibration: Calibration | None
+    skipped: dict[int, str]
+    model: str
+    timings: dict[str, float] = field(default_factory=dict)
+    against: bool = False
+
+    def groups(self) -> dict[int, list[int]]:
+        """group -> member file indices, keeper first."""
+        out: dict[int, list[int]] = {}
+        for i, g in enumerate(self.group.tolist()):
+            if g >= 0:
+                out.setdefault(g, []).append(i)
+        return {g: sorted(m, key=lambda i: (i != self.keepers[g], i)) for g, m in sorted(out.items())}
+
+    def path_groups(self) -> list[frozenset[str]]:
+        """The groups as sets of paths (comparable across runs and orders)."""
+        return sorted((frozenset(self.files[i].path for i in m) for m in self.groups().values()),
+                      key=lambda s: sorted(s))
+
+    def to_dict(self) -> dict[str, Any]:
+        groups = self.groups()
+        dups = [i for m in groups.values() for i in m[1:]]
+        n_exact = sum(1 for i in dups if self.kinds[i] == "exact")
+        largest = max((len(m) for m in groups.values()), default=0)
+        return {"schema": SCHEMA, "files": len(self.files), "unreadable": len(self.skipped),
+                "groups": len(groups), "duplicates": len(dups), "exact_duplicates": n_exact,
+                "near_duplicates": len(dups) - n_exact, "largest_group": largest,
+                "largest_group_share": round(largest / len(self.files), 6) if self.files else 0.0,
+                "pairs": len(self.pairs), "threshold": round(float(self.threshold), 6),
+                "threshold_source": "given" if self.calibration is None else "calibrated",
+                "calibration": None if self.calibration is None else
+                {k: v for k, v in self.calibration.to_dict().items() if k != "curve"},
+                "model": self.model, "against": self.against, "timings_s": self.timings}
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+def collect_paths(inputs: list[str]) -> list[str]:
+    """Absolute, normalised image paths of folders and list files, each once, sorted."""
+    from neardup.extract.pipeline import collect_inputs, is_extraction
+
+    seen: set[str] = set()
+    for src in inputs:
+        if Path(src).is_dir() and is_extraction(Path(src)):
+            from neardup.extract.store import FeatureStore
+
+            paths = FeatureStore.open(src).paths
+        else:
+            paths, _, _ = collect_inputs(src)
+        seen.update(os.path.normpath(os.path.abspath(p)) for p in paths)
+    return sorted(seen)
+
+
+def _scan(paths: list[str], out: Path, show_progress: bool) -> list[FileInfo]:
+    from neardup.dedup.inventory import scan_files
+
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise UsageError(f"{len(missing)} listed file(s) do not exist, e.g. {missing[0]}")
+    return scan_files(paths, out, show_progress)
+
+
+# ---------------------------------------------------------------------------------------------------- stages
+def knn(X: np.ndarray, k: int, exact_limit: int, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, indices) of each row's ``k`` nearest rows, itself included; -1 where none was found."""
+    from neardup.clustering.neighbors import knn_graph
+
+    if len(X) == 0:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros((0, 0), dtype=np.int64)
+    index = "flat" if len(X) <= exact_limit else f"IVF{int(4 * np.sqrt(len(X)))},Flat"
+    D, idx = knn_graph(X, min(k, len(X)), "cosine", index, show_progress=show_progress)
+    return np.where(idx >= 0, 1.0 - D, -np.inf).astype(np.float32), idx
+
+
+def edges(sims: np.ndarray, nbrs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The k-NN edges (row, col, similarity) at or above ``threshold``, self loops dropped."""
+    r = np.repeat(np.arange(len(sims)), nbrs.shape[1] if nbrs.ndim == 2 else 0)
+    c, s = nbrs.ravel(), sims.ravel()
+    keep = (c >= 0) & (c != r) & (s >= threshold)
+    return r[keep], c[keep], s[keep]
+
+
+def group_contents(X: np.ndarray, sims: np.ndarray, nbrs: np.ndarray, threshold: float,
+                   centre_margin: float) -> np.ndarray:
+    """Group label of each content row (star-guarded components of the threshold graph)."""
+    from neardup.dedup.grouping import guarded_groups
+
+    r, c, s = edges(sims, nbrs, threshold)
+    return guarded_groups(len(X), r, c, s, threshold, lambda i, js: X[js] @ X[i],
+                          centre_threshold=threshold - centre_margin)
+
+
+def calibrate(X: np.ndarray, paths: list[str], shas: list[str], sims: np.ndarray, nbrs: np.ndarray,
+              extractor: Callable[[], Any], cfg: DedupConfig, out: Path, show_progress: bool = False) -> Calibration:
+    """The threshold reaching ``cfg.precision`` on the collection's own positives and hard negatives.
+
+    ``extractor()`` gives the model (called only when the cached scores cannot be reused).
+    """
+    from neardup.dedup import scores
+    from neardup.dedup.calibrate import choose_threshold
+
+    rows = scores.sample_rows(shas, cfg.calibration_images, cfg.seed)
+    key = scores.cache_key(model=cfg.model, weights=cfg.weights, attacks=cfg.calibration_attacks, seed=cfg.seed,
+                           copies=cfg.copies_per_image, rows=[shas[r] for r in rows.tolist()])
+    cached = scores.load_cached(out, key)
+    if cached is None:
+        pos, dec = scores.score_sample(X, paths, rows, extractor(), cfg.calibration_attacks, cfg.copies_per_image,
+                                       cfg.seed, cfg.batch_size, show_progress)
+    else:
+        pos, dec = cached
+    if not len(pos) or not len(dec):
+        raise UsageError("calibration needs at least 2 readable images; give --threshold")
+    cut = choose_threshold(pos, dec, cfg.precision).threshold
+    sample = scores.ScoreSample(pos, dec, scores.neighbour_negatives(rows, sims, nbrs, cut))
+    scores.save(out, key, sample)
+    cal = choose_threshold(sample.pos, sample.neg, cfg.precision)
+    cal.n_decoys, cal.n_neighbours = len(sample.decoys), len(sample.neighbours)
+    return cal
+
+
+def _keeper(members: list[int], files: list[FileInfo], sizes: dict[int, tuple[int, int]], rule: str) -> int:
+    if rule == "largest":
+        return min(members, key=lambda i: (-sizes[i][0] * sizes[i][1], -files[i].bytes, i))
+    if rule == "smallest-file":
+        return min(members, key=lambda i: (files[i].bytes, i))
+    if rule == "oldest":
+        return min(members, key=lambda i: (files[i].mtime_ns, i))
+    if rule == "newest":
+        return min(members, key=lambda i: (-files[i].mtime_ns, i))
+    return min(members)
+
+
+# ---------------------------------------------------------------------------------------------------- the call
+def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfig | None = None, *,
+                    against: list[str] | None = None, extractor: Any = None,
+                    show_progress: bool = False) -> DedupResult:
+    """Exact and near duplicates among the images of ``paths`` (or, with ``against``, copies of those images).
+
+    Args:
+        paths: folders, list files or feature folders of images (all their images form the collection).
+        out: the scan folder: caches live here, so a re-run (or one with more images) reuses them. The caller owns
+            it (the CLI claims it with :func:`neardup.outdir.claim_out_dir`); nothing is written outside it.
+        config: options (default: bundled model, calibrated threshold at precision 0.99).
+        against: reference folders: then only groups holding an image of ``paths`` and a reference are kept, with a
+            reference as the keeper. The groups are those of a scan of both, restricted.
+        extractor: a loaded extractor to reuse (tests, notebooks); it must be ``config.model``.
+
+    Raises:
+        UsageError: bad options or inputs.
+    """
+    from neardup.dedup.features import FeatureCache
+    from neardup.dedup.inventory import image_size, pixel_digest
+
+    cfg = (config or DedupConfig()).validate()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    own = collect_paths(paths)
+    refs = collect_paths(against) if against else []
+    both = sorted(set(own) & set(refs))
+    if both:
+        raise UsageError(f"{len(both)} file(s) are both in PATH and in --against, e.g. {both[0]}")
+    all_paths = sorted(set(own) | set(refs))
+    ref_set = set(refs)
+    files = _scan(all_paths, out, show_progress)
+    reference = np.array([f.path in ref_set for f in files], dtype=bool)
+    timings["hash"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    cache = FeatureCache(out / "features", cfg.model, cfg.weights,
+                         {"batch_size": cfg.batch_size, "workers": cfg.workers, "device": cfg.device,
+                          "engine": cfg.engine})
+    if extractor is not None:
+        cache.use_extractor(extractor)
+    vec = cache.vectors(files, show_progress)
+    X, row = vec.X, vec.row
+    first_file = {int(r): i for i, r in reversed(list(enumerate(row.tolist()))) if r >= 0}
+    content_paths = [files[first_file[r]].path for r in range(len(X))]
+    timings["features"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    sims, nbrs = knn(X, cfg.k, cfg.exact_limit, show_progress)
+    timings["knn"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    calibration = None
+    threshold = cfg.threshold
+    if threshold is None:
+        calibration = calibrate(X, content_paths, vec.sha, sims, nbrs, cache.extractor, cfg, out, show_progress)
+        threshold = calibration.threshold
+    timings["calibrate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    content_group = group_contents(X, sims, nbrs, threshold, cfg.centre_margin) if len(X) else np.zeros(0, int)
+    label = np.where(row >= 0, content_group[np.maximum(row, 0)] if len(X) else -1, -1)
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(label.tolist()):
+        if g >= 0:
+            members.setdefault(g, []).append(i)
+    members = {g: m for g, m in members.items() if len(m) > 1}
+    if against:
+        members = {g: m for g, m in members.items() if reference[m].any() and (~reference[m]).any()}
+    sizes = {i: image_size(files[i].path) for m in members.values() for i in m}
+    scores_ = np.ones(len(files), dtype=np.float32)
+    kinds = ["unreadable" if row[i] < 0 else "unique" for i in range(len(files))]
+    group = np.full(len(files), -1, dtype=np.int64)
+    keepers: dict[int, int] = {}
+    pixels: dict[int, str | None] = {}
+
+    def digest(i: int) -> str | None:
+        if i not in pixels:
+            pixels[i] = pixel_digest(files[i].path)
+        return pixels[i]
+
+    for new, (_, m) in enumerate(sorted(members.items(), key=lambda gm: min(gm[1]))):
+        pool = [i for i in m if reference[i]] if against else m
+        k = _keeper(pool, files, sizes, cfg.keep)
+        keepers[new] = k
+        kinds[k] = "keeper"
+        group[m] = new
+        for i in m:
+            if i == k:
+                continue
+            s = float(X[row[i]] @ X[row[k]])
+            same = row[i] == row[k] or (s >= PIXEL_CHECK and digest(i) is not None and digest(i) == digest(k))
+            scores_[i] = 1.0 if same else s
+            kinds[i] = "exact" if same else "near"
+    pairs = _pairs(group, row, sims, nbrs, threshold, files)
+    timings["group"] = time.perf_counter() - t
+    return DedupResult(files, group, keepers, scores_, kinds, reference, pairs, float(threshold), calibration,
+                       vec.reasons, vec.model, {k: round(v, 3) for k, v in timings.items()}, bool(against))
+
+
+def _pairs(group: np.ndarray, row: np.ndarray, sims: np.ndarray, nbrs: np.ndarray, threshold: float,
+           files: list[FileInfo]) -> list[tuple[int, int, float]]:
+    """Every kept edge inside a group (file indices, similarity): k-NN edges at the threshold between files of
+    the same group, and each exact copy to the first file of its content."""
+    files_of_row: dict[int, list[int]] = {}
+    for i, r in enumerate(row.tolist()):
+        if r >= 0 and group[i] >= 0:
+            files_of_row.setdefault(r, []).append(i)
+    out: list[tuple[int, int, float]] = []
+    for fs in files_of_row.values():
+        out.extend((fs[0], j, 1.0) for j in fs[1:] if group[j] == group[fs[0]])
+    seen: set[tuple[int, int]] = set()
+    r_, c_, s_ = edges(sims, nbrs, threshold)
+    for a_row, b_row, s in zip(r_.tolist(), c_.tolist(), s_.tolist(), strict=True):
+        for a in files_of_row.get(a_row, [])[:1]:
+            for b in files_of_row.get(b_row, [])[:1]:
+                key = (min(a, b), max(a, b))
+                if group[a] == group[b] and key not in seen:
+                    seen.add(key)
+                    out.append((key[0], key[1], float(s)))
+    return sorted(out)
+
+
+def config_dict(cfg: DedupConfig) -> dict[str, Any]:
+    return asdict(cfg)

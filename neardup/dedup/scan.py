@@ -1,0 +1,63 @@
+"""A scan folder end to end: claim it, find the duplicates, write the results and the report.
+
+``--add`` is a scan of the earlier inputs plus the new ones: the caches (hashes, features, calibration scores)
+make it encode only the new images, and its groups are those of a full scan of everything.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from neardup.dedup.find import DedupConfig, DedupResult, find_duplicates
+from neardup.dedup.outputs import OWNED, SUMMARY, read_summary, summary, write_outputs
+from neardup.errors import UsageError
+from neardup.outdir import claim_out_dir
+
+
+def _owned() -> tuple[str, ...]:
+    from neardup.dedup.features import remove_cache_owned
+
+    return (*OWNED, *remove_cache_owned(), ".neardup.json", "actions/journal-*.jsonl", "actions/journal-*.undone")
+
+
+def is_scan(folder: Path) -> bool:
+    return (folder / SUMMARY).is_file() or (folder / "features" / "space.json").is_file()
+
+
+def run_scan(paths: list[str], out: str | os.PathLike, config: DedupConfig | None = None, *,
+             against: list[str] | None = None, add: bool = False, overwrite: bool = False, report: bool = True,
+             show_progress: bool = False, extractor: object = None,
+             write_config: Callable[[Path], None] | None = None) -> DedupResult:
+    """Scan ``paths`` into the folder ``out`` (claimed for ``dedup``; a re-run reuses its caches).
+
+    Raises:
+        UsageError: bad options or inputs, ``--add`` without an earlier scan, or a folder another command owns.
+    """
+    cfg = (config or DedupConfig()).validate()
+    out = Path(out)
+    if add and overwrite:
+        raise UsageError("--add extends an earlier scan; --overwrite starts over: give one of them")
+    with claim_out_dir(out, "dedup", overwrite=overwrite, owned=_owned(), recognise=is_scan):
+        inputs = [os.path.abspath(p) for p in paths]
+        refs = [os.path.abspath(p) for p in against or []]
+        if add:
+            if not (out / SUMMARY).is_file():
+                raise UsageError(f"--add needs an earlier scan in {out} (no {SUMMARY}); run without --add first")
+            old = read_summary(out)
+            if bool(old["against_inputs"]) != bool(refs) and refs:
+                raise UsageError("--add keeps the earlier scan's --against; give the same --against or none")
+            inputs = list(dict.fromkeys([*old["inputs"], *inputs]))
+            refs = refs or list(old["against_inputs"])
+        result = find_duplicates(inputs, out, cfg, against=refs or None, extractor=extractor,
+                                 show_progress=show_progress)
+        if write_config is not None:
+            write_config(out)
+        write_outputs(result, out, summary(result, inputs, refs, asdict(cfg)))
+        if report:
+            from neardup.dedup.report import write_report
+
+            write_report(out, show_progress=show_progress)
+    return result

@@ -1,0 +1,157 @@
+"""Positive and negative similarity scores from the user's own images, with no labels.
+
+- **Positives**: up to ``n`` sampled images, each attacked ``copies`` times with the attack registry (re-encoded
+  as JPEG, as a copy in the wild would be) and scored against its source.
+- **Decoys** (clean hard negatives): the top-left and bottom-right quadrants of each sampled image, scored against
+  each other: the same photo's colours, light and texture, but different content. On BSDS500 their upper tail
+  matches the real nearest non-duplicate similarities (share >= 0.6 / 0.65 / 0.7: decoys 0.125 / 0.08 / 0.05,
+  real nearest neighbours 0.13 / 0.067 / 0.033).
+- **Neighbours** (the realistic hard negatives): each sampled image's nearest other image in the collection that is
+  not one of its probable copies. Why the exclusion: in a collection full of duplicates an image's nearest other
+  image *is* a copy; taken as a negative it pushes the threshold up until recall collapses. Probable copies are
+  the images connected to it at the threshold the decoys alone give (a conservative, chaining union: it only
+  removes candidates), so what remains are the nearest *different* images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neardup.progress import progress
+
+CACHE = "calibration.npz"
+
+
+@dataclass
+class ScoreSample:
+    pos: np.ndarray
+    decoys: np.ndarray
+    neighbours: np.ndarray
+
+    @property
+    def neg(self) -> np.ndarray:
+        return np.concatenate([self.decoys, self.neighbours])
+
+
+def sample_rows(shas: list[str], n: int, seed: int) -> np.ndarray:
+    """Content rows to calibrate on: a seeded choice over contents sorted by hash, so the sample depends on the
+    collection's contents only (not on input order, or on whether images came in with ``--add``)."""
+    order = np.argsort(np.asarray(shas))
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(order), size=min(n, len(order)), replace=False)
+    return np.sort(order[np.sort(pick)])
+
+
+def _jpeg(img: Any) -> Any:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="JPEG", quality=90)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def _quadrants(img: Any) -> tuple[Any, Any]:
+    w, h = img.size
+    return img.crop((0, 0, max(1, w // 2), max(1, h // 2))), img.crop((w // 2, h // 2, w, h))
+
+
+def score_sample(X: np.ndarray, paths: list[str], rows: np.ndarray, extractor: Any, attacks: str, copies: int,
+                 seed: int, batch_size: int = 32, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(positive scores, decoy scores) of the sampled ``rows`` (``paths[r]`` is a file of content row r)."""
+    import torch
+
+    from neardup.data.generate import attack_rng, load_attack_config
+    from neardup.data.images import ImageDecodeError, load_image
+    from neardup.dedup.features import unit_rows
+
+    specs = load_attack_config(attacks)
+    rng = np.random.default_rng(seed)
+    pos: list[np.ndarray] = []
+    dec: list[np.ndarray] = []
+    batch: list[Any] = []
+    owners: list[int] = []  # row of the source, or -1 - k for the k-th decoy pair's member
+
+    def flush() -> None:
+        if not batch:
+            return
+        f = unit_rows(extractor.encode(torch.stack([extractor.transform(im) for im in batch])), extractor.metric)
+        own = np.asarray(owners)
+        src = own >= 0
+        if src.any():
+            pos.append(np.einsum("ij,ij->i", f[src], X[own[src]]))
+        if (~src).any():
+            # a decoy pair is queued as two consecutive items, never split across batches
+            d = f[~src]
+            dec.append(np.einsum("ij,ij->i", d[0::2], d[1::2]))
+        batch.clear()
+        owners.clear()
+
+    with progress(len(rows), "calibrate", "img", disable=not show_progress) as bar:
+        for r in rows.tolist():
+            try:
+                img = load_image(paths[r])
+            except ImageDecodeError:
+                bar.update(1)
+                continue
+            for j in rng.choice(len(specs), size=min(copies, len(specs)), replace=False).tolist():
+                spec = specs[j]
+                batch.append(_jpeg(spec(img, attack_rng(seed, paths[r], spec.name))))
+                owners.append(r)
+            a, b = _quadrants(img)
+            batch.extend([a, b])
+            owners.extend([-1, -1])
+            if len(batch) >= batch_size:
+                flush()
+            bar.update(1)
+    flush()
+    return (np.concatenate(pos) if pos else np.zeros(0)), (np.concatenate(dec) if dec else np.zeros(0))
+
+
+def neighbour_negatives(rows: np.ndarray, sims: np.ndarray, nbrs: np.ndarray, cut: float) -> np.ndarray:
+    """Each sampled row's most similar neighbour outside its component of the graph cut at ``cut``."""
+    from neardup.dedup.grouping import components
+
+    n = len(sims)
+    r = np.repeat(np.arange(n), nbrs.shape[1])
+    c, s = nbrs.ravel(), sims.ravel()
+    keep = (c >= 0) & (c != r) & (s >= cut)
+    comp = components(n, r[keep], c[keep])
+    out = []
+    for i in rows.tolist():
+        for j, v in zip(nbrs[i].tolist(), sims[i].tolist(), strict=True):
+            if j >= 0 and j != i and comp[j] != comp[i]:
+                out.append(v)
+                break
+    return np.asarray(out, dtype=np.float64)
+
+
+def cache_key(**parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def load_cached(out: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    path = out / CACHE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) == key:
+                return np.asarray(z["pos"]), np.asarray(z["decoys"])
+    except (OSError, ValueError, KeyError):
+        return None  # damaged: recomputed
+    return None
+
+
+def save(out: Path, key: str, sample: ScoreSample) -> None:
+    from neardup.io_utils import atomic_write
+
+    atomic_write(out / CACHE, lambda f: np.savez(f, key=np.array(key), pos=sample.pos, decoys=sample.decoys,
+                                                 neighbours=sample.neighbours, neg=sample.neg))
