@@ -102,7 +102,7 @@ def test_against_reports_only_copies_of_the_reference(tmp_path: Path, photo_sour
     ref = tmp_path / "ref"
     shutil.copytree(photo_source, ref)
     new = tmp_path / "new"
-    made = plant_copies(photo_source, new)
+    plant_copies(photo_source, new)
     cfg = DedupConfig(threshold=T)
     full = find_duplicates([str(new), str(ref)], tmp_path / "full", cfg, extractor=lite0)
     vs = find_duplicates([str(new)], tmp_path / "vs", cfg, against=[str(ref)], extractor=lite0)
@@ -118,7 +118,7 @@ def test_outputs_and_their_schema(tmp_path: Path, collection, lite0) -> None:
     folder, made = collection
     out = tmp_path / "scan"
     run_scan([str(folder)], out, DedupConfig(threshold=T), report=False, extractor=lite0)
-    rows = list(csv.DictReader(open(out / "groups.csv", newline="")))
+    rows = list(csv.DictReader((out / "groups.csv").read_text().splitlines()))
     assert list(rows[0]) == ["group", "path", "is_keeper", "score", "kind", "width", "height", "bytes", "mtime_ns",
                              "reference"]
     assert len(rows) == 10 and sum(r["is_keeper"] == "1" for r in rows) == 5
@@ -126,7 +126,7 @@ def test_outputs_and_their_schema(tmp_path: Path, collection, lite0) -> None:
     orig = next(r for r in rows if r["path"].endswith(made["copy_small.jpg"]))
     assert int(small["width"]) * 2 in (int(orig["width"]), int(orig["width"]) - 1)
     assert int(small["bytes"]) == (folder / "copy_small.jpg").stat().st_size
-    pairs = list(csv.DictReader(open(out / "pairs.csv", newline="")))
+    pairs = list(csv.DictReader((out / "pairs.csv").read_text().splitlines()))
     assert len(pairs) == 5 and all(float(p["score"]) >= T for p in pairs)
     from neardup.dedup.outputs import read_summary
 
