@@ -55,3 +55,6 @@ def sample_photo() -> Image.Image:
 
     with Image.open(Path(skimage.data.__file__).parent / "chelsea.png") as img:
         return img.convert("RGB")
+
+
+from tests.dedup_fixtures import collection, lite0, photo_source  # noqa: E402, F401  (fixtures for tests/dedup and tests/cli)

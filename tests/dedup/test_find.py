@@ -14,7 +14,7 @@ import pytest
 from neardup.dedup.find import DedupConfig, find_duplicates
 from neardup.dedup.scan import run_scan
 from neardup.errors import UsageError
-from tests.dedup.conftest import plant_copies
+from tests.dedup_fixtures import plant_copies
 
 #: below every copy's similarity to its original (lowest: the half-size star field, 0.71) and above every pair
 #: of different photos (highest: 0.42) with efficientnet_lite0

@@ -1,4 +1,4 @@
-"""A small real collection for dedup: distinct photos that ship with scikit-image, plus planted copies."""
+"""Dedup test fixtures (registered in tests/conftest.py): scikit-image photos plus planted copies."""
 
 from __future__ import annotations
 
