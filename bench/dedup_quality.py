@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+import neardup._compat  # noqa: F401  (torchvision on a CPU-only torch: imagededup imports it)
+
 BSDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "bsds500"
 
 

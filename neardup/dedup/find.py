@@ -50,7 +50,7 @@ class DedupConfig:
     calibration_images: int = 200
     calibration_attacks: str = "default"
     copies_per_image: int = 3
-    centre_margin: float = 0.1
+    centre_margin: float = 0.2
     k: int = 20
     exact_limit: int = 100_000
     batch_size: int = 32
@@ -190,7 +190,7 @@ def group_contents(X: np.ndarray, sims: np.ndarray, nbrs: np.ndarray, threshold:
 
     r, c, s = edges(sims, nbrs, threshold)
     return guarded_groups(len(X), r, c, s, threshold, lambda i, js: X[js] @ X[i],
-                          centre_threshold=threshold - centre_margin)
+                          centre_threshold=threshold - centre_margin, dense=lambda js: X[js] @ X[js].T)
 
 
 def calibrate(X: np.ndarray, paths: list[str], shas: list[str], sims: np.ndarray, nbrs: np.ndarray,

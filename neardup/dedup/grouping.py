@@ -5,9 +5,10 @@ through chains A~B~C~... of near neighbours, and the chains get longer as a
 collection grows. Single-linkage clustering has this defect by construction.
 
 The guard chosen here is the *star* rule: every member of a group must itself be
-within the threshold of the group's centre (the member with the largest summed
-similarity to the rest of its component). Members that fail are peeled off and
-grouped again among themselves, recursively. So every reported pair
+within a bound of the group's centre: the member with the most others within the
+bound (a medoid; for components above ``DENSE_LIMIT`` members, the one with the
+largest summed edge similarity, which needs no dense matrix). Members that fail are
+peeled off and grouped again among themselves, recursively. So every reported pair
 (member, keeper-side centre) really scored above the threshold, and a group's
 diameter is bounded by two threshold steps, whatever the collection size. It
 costs one similarity per member and component, never a dense matrix.
@@ -23,6 +24,10 @@ from scipy.sparse.csgraph import connected_components
 
 #: sim(i, js) -> similarities of item i to items js (1-d), in the same scale as the threshold.
 SimFn = Callable[[int, np.ndarray], np.ndarray]
+#: dense(js) -> the (m, m) similarities among items js
+DenseFn = Callable[[np.ndarray], np.ndarray]
+#: components up to this size choose their centre from their dense similarity matrix (16 MB at float32)
+DENSE_LIMIT = 2048
 
 
 def components(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -32,7 +37,7 @@ def components(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
 
 
 def guarded_groups(n: int, rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, threshold: float,
-                   sim: SimFn, centre_threshold: float | None = None) -> np.ndarray:
+                   sim: SimFn, centre_threshold: float | None = None, dense: DenseFn | None = None) -> np.ndarray:
     """Group labels (0..G-1, singletons included) where each member is within ``threshold`` of its group's centre.
 
     Args:
@@ -41,6 +46,8 @@ def guarded_groups(n: int, rows: np.ndarray, cols: np.ndarray, sims: np.ndarray,
         threshold: minimum similarity for two items to be duplicates.
         sim: similarity of one item to several others (features are not held here).
         centre_threshold: how close each member must be to its group's centre (default: ``threshold``).
+        dense: the similarity matrix of a set of items; when given, components up to ``DENSE_LIMIT`` take the
+            medoid as their centre (more members stay with it than with the strongest-linked one).
 
     Returns:
         (n,) int64 labels, numbered by each group's smallest member.
@@ -61,8 +68,14 @@ def guarded_groups(n: int, rows: np.ndarray, cols: np.ndarray, sims: np.ndarray,
             labels[members[0]] = next_label
             next_label += 1
             continue
-        centre = members[np.argmax(strength[members])]
-        close = sim(int(centre), members) >= bound
+        if dense is not None and len(members) <= DENSE_LIMIT:
+            sm = dense(members)
+            within = sm >= bound
+            c = int(np.argmax(within.sum(axis=1) + 1e-6 * sm.sum(axis=1) / len(members)))
+            centre, close = members[c], within[c].copy()
+        else:
+            centre = members[np.argmax(strength[members])]
+            close = sim(int(centre), members) >= bound
         close[members == centre] = True
         group, rest = members[close], members[~close]
         labels[group] = next_label

@@ -18,14 +18,16 @@ def all_pairs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return r, c, 1.0 - np.abs(x[r] - x[c])
 
 
-def test_a_planted_chain_is_split_but_tight_groups_stay_whole() -> None:
+@pytest.mark.parametrize("dense", [False, True])
+def test_a_planted_chain_is_split_but_tight_groups_stay_whole(dense: bool) -> None:
     chain = np.arange(21) * 0.05            # neighbours 0.05 apart: one component at threshold 0.94
     tight_a = 5.0 + np.array([0, 0.01, 0.02, 0.015])
     tight_b = 9.0 + np.array([0, 0.02, 0.03])
     x = np.concatenate([chain, tight_a, tight_b])
     rows, cols, sims = all_pairs(x)
     assert len(np.unique(components(len(x), *(a[sims >= 0.94] for a in (rows, cols))))) == 3  # the chain chains
-    labels = guarded_groups(len(x), rows, cols, sims, 0.94, line_sim(x))
+    matrix = (lambda js: 1.0 - np.abs(x[js][:, None] - x[js][None, :])) if dense else None
+    labels = guarded_groups(len(x), rows, cols, sims, 0.94, line_sim(x), dense=matrix)
     chain_labels = labels[:21]
     assert np.bincount(chain_labels).max() <= 3            # no group spans the chain
     for g in np.unique(labels):
