@@ -58,6 +58,7 @@ class FeatureCache:
         self.model, self.weights = model, weights
         self.options = extract_options
         self._extractor: Any = None
+        self.adopted: list[Path] = []
 
     # ------------------------------------------------------------------ the model
     def _space_record(self) -> dict[str, Any]:
@@ -91,6 +92,28 @@ class FeatureCache:
     def use_extractor(self, extractor: Any) -> None:
         self._extractor = extractor
 
+    def adopt(self, stores: list[Path]) -> None:
+        """Reuse the vectors of these feature folders (``neardup extract`` outputs given as inputs)."""
+        self.adopted = list(stores)
+
+    def _adopted(self, store_cls: Any, files: list[FileInfo], known: dict[str, tuple[str, Any]]) -> None:
+        """Vectors of the adopted folders for the contents no part holds, after checking they are this model's."""
+        import os
+
+        from neardup.extract.space import FeatureSpace, require_same_space
+
+        if not self.adopted:
+            return
+        wanted = {f.path: f.sha256 for f in files if f.sha256 not in known}
+        mine = FeatureSpace.of_extractor(self.extractor())
+        for root in self.adopted:
+            store = store_cls.open(root)
+            require_same_space([mine, store.space], [f"--model {self.model}", f"feature folder {root}"])
+            for r, p in enumerate(store.paths):
+                sha = wanted.get(os.path.normpath(os.path.abspath(p)))
+                if sha is not None and sha not in known:
+                    known[sha] = ("ok", (str(Path(root).resolve()), r))
+
     # ------------------------------------------------------------------ parts
     def _parts(self) -> list[Path]:
         return sorted(p for p in self.root.glob("part-[0-9][0-9][0-9][0-9][0-9].json"))
@@ -113,6 +136,7 @@ class FeatureCache:
         self.root.mkdir(parents=True, exist_ok=True)
         self.check_space()
         known = self._index(FeatureStore, show_progress)
+        self._adopted(FeatureStore, files, known)
         wanted: dict[str, str] = {}
         for f in files:
             if f.sha256 not in known:

@@ -138,8 +138,11 @@ class DedupResult:
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
-def collect_paths(inputs: list[str]) -> list[str]:
-    """Absolute, normalised image paths of folders and list files, each once, sorted."""
+def collect_paths(inputs: list[str], stores: list[Path] | None = None) -> list[str]:
+    """Absolute, normalised image paths of folders, list files and feature folders, each once, sorted.
+
+    Feature folders (``neardup extract`` outputs) are appended to ``stores``: their vectors are reused.
+    """
     from neardup.extract.pipeline import collect_inputs, is_extraction
 
     seen: set[str] = set()
@@ -148,6 +151,8 @@ def collect_paths(inputs: list[str]) -> list[str]:
             from neardup.extract.store import FeatureStore
 
             paths = FeatureStore.open(src).paths
+            if stores is not None:
+                stores.append(Path(src))
         else:
             paths, _, _ = collect_inputs(src)
         seen.update(os.path.normpath(os.path.abspath(p)) for p in paths)
@@ -259,8 +264,9 @@ def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfi
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    own = collect_paths(paths)
-    refs = collect_paths(against) if against else []
+    stores: list[Path] = []
+    own = collect_paths(paths, stores)
+    refs = collect_paths(against, stores) if against else []
     both = sorted(set(own) & set(refs))
     if both:
         raise UsageError(f"{len(both)} file(s) are both in PATH and in --against, e.g. {both[0]}")
@@ -276,6 +282,7 @@ def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfi
                           "engine": cfg.engine})
     if extractor is not None:
         cache.use_extractor(extractor)
+    cache.adopt(stores)
     vec = cache.vectors(files, show_progress)
     X, row = vec.X, vec.row
     first_file = {int(r): i for i, r in reversed(list(enumerate(row.tolist()))) if r >= 0}

@@ -169,3 +169,21 @@ def test_calibrated_threshold_and_its_cache(tmp_path: Path, collection, lite0, m
 def test_bad_options_are_one_error(tmp_path: Path, field: str, value: Any, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         find_duplicates([str(tmp_path)], tmp_path / "out", DedupConfig(**{field: value}))
+
+
+def test_feature_folders_are_reused_not_extracted_again(tmp_path: Path, collection, lite0, monkeypatch) -> None:
+    from neardup.extract.config import ExtractConfig
+    from neardup.extract.pipeline import extract_features
+
+    folder, made = collection
+    extract_features(folder, tmp_path / "feats", ExtractConfig(engine="torch"), extractor=lite0, show_progress=False)
+    import neardup.dedup.features as features
+
+    monkeypatch.setattr(features.FeatureCache, "_extract",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("features were given")))
+    r = find_duplicates([str(tmp_path / "feats")], tmp_path / "scan", DedupConfig(threshold=T), extractor=lite0)
+    assert names(r) == expected(made)
+    monkeypatch.undo()
+    extract_features(folder, tmp_path / "hashes", ExtractConfig(model="phash"), show_progress=False)
+    with pytest.raises(UsageError, match="phash"):
+        find_duplicates([str(tmp_path / "hashes")], tmp_path / "scan2", DedupConfig(threshold=T), extractor=lite0)
