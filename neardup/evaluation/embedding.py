@@ -184,35 +184,38 @@ def _thumbnail(path: str, px: int) -> np.ndarray | None:
     return np.asarray(img)
 
 
-def plot_map(xy: np.ndarray, classes: list[str] | None, out_base: str | Path, title: str,
-             paths: list[str] | None = None, thumbnails: int = 0, seed: int = 0, thumb_px: int = 48) -> list[Path]:
-    """Draw the map into ``out_base``.png and .pdf: points coloured by class (a legend up to ``LEGEND_MAX`` classes,
-    else a colour map), and ``thumbnails`` images from ``paths`` at spread-out points (unreadable ones skipped).
+def draw_map(xy: np.ndarray, classes: list[str] | None, title: str, paths: list[str] | None = None,
+             thumbnails: int = 0, seed: int = 0, thumb_px: int = 48) -> Any:
+    """The map as a matplotlib figure: points coloured by class (a legend up to ``LEGEND_MAX`` classes, else a
+    colour map and no legend), and ``thumbnails`` images from ``paths`` at spread-out points, framed in their
+    class's colour (unreadable images are skipped)."""
+    from neardup.evaluation.plots import figure
 
-    Returns the files written.
-    """
-    from neardup.evaluation.plots import figure, save
+    import matplotlib
 
     names = sorted(set(classes)) if classes is not None else []
-    fig, ax = figure(figsize=(9.5 if 0 < len(names) <= LEGEND_MAX else 8, 8))
-    if not names:
-        ax.scatter(xy[:, 0], xy[:, 1], s=6, color="tab:blue", linewidths=0)
-    else:
-        code = {c: i for i, c in enumerate(names)}
-        codes = np.array([code[c] for c in classes or []])
-        if len(names) <= LEGEND_MAX:
-            import matplotlib.pyplot as plt
+    code = {c: i for i, c in enumerate(names)}
+    codes = np.array([code[c] for c in classes]) if classes is not None else np.zeros(len(xy), dtype=np.int64)
+    legend = 0 < len(names) <= LEGEND_MAX
+    cmap = matplotlib.colormaps[("tab10" if len(names) <= 10 else "tab20") if legend else "turbo"]
 
-            cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
-            for i, c in enumerate(names):
-                sel = codes == i
-                ax.scatter(xy[sel, 0], xy[sel, 1], s=8, color=cmap(i % cmap.N), linewidths=0,
-                           label=f"{str(c)[:24]} ({int(sel.sum())})")
-            ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, markerscale=2, frameon=False,
-                      title="class (images)")
-        else:
-            ax.scatter(xy[:, 0], xy[:, 1], s=6, c=codes, cmap="turbo", vmin=0, vmax=len(names) - 1, linewidths=0)
-            title += f"\n{len(names)} classes (colour = class; no legend)"
+    def colour(i: int) -> Any:
+        if not names:
+            return "tab:blue"
+        return cmap(i % cmap.N) if legend else cmap(i / max(len(names) - 1, 1))
+
+    fig, ax = figure(figsize=(9.5 if legend else 8, 8))
+    if legend:
+        for i, c in enumerate(names):
+            sel = codes == i
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=8, color=colour(i), linewidths=0,
+                       label=f"{str(c)[:24]} ({int(sel.sum())})")
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, markerscale=2, frameon=False,
+                  title="class (images)")
+    else:
+        ax.scatter(xy[:, 0], xy[:, 1], s=6, color=[colour(int(i)) for i in codes], linewidths=0)
+        if names:
+            title += f"\n{len(names)} classes (colour = class; too many for a legend)"
     if thumbnails and paths is not None:
         from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
@@ -220,14 +223,22 @@ def plot_map(xy: np.ndarray, classes: list[str] | None, out_base: str | Path, ti
             img = _thumbnail(paths[i], thumb_px)
             if img is None:
                 continue
-            box = AnnotationBbox(OffsetImage(img, zoom=0.6), (xy[i, 0], xy[i, 1]), frameon=True, pad=0.1,
-                                 bboxprops={"edgecolor": "0.4", "linewidth": 0.5})
+            box = AnnotationBbox(OffsetImage(img, zoom=0.45), (xy[i, 0], xy[i, 1]), frameon=True, pad=0.1,
+                                 bboxprops={"edgecolor": colour(int(codes[i])), "linewidth": 1.5})
             ax.add_artist(box)
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_aspect("equal", adjustable="datalim")
+    return fig
+
+
+def plot_map(xy: np.ndarray, classes: list[str] | None, out_base: str | Path, title: str,
+             paths: list[str] | None = None, thumbnails: int = 0, seed: int = 0) -> list[Path]:
+    """:func:`draw_map` written to ``out_base``.png and ``out_base``.pdf; returns the files."""
+    from neardup.evaluation.plots import save
+
     base = Path(out_base)
+    fig = draw_map(xy, classes, title, paths, thumbnails, seed)
     return save(fig, base.with_suffix(".png"), base.with_suffix(".pdf"), dpi=130)
 
 
