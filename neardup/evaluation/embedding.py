@@ -189,9 +189,9 @@ def draw_map(xy: np.ndarray, classes: list[str] | None, title: str, paths: list[
     """The map as a matplotlib figure: points coloured by class (a legend up to ``LEGEND_MAX`` classes, else a
     colour map and no legend), and ``thumbnails`` images from ``paths`` at spread-out points, framed in their
     class's colour (unreadable images are skipped)."""
-    from neardup.evaluation.plots import figure
-
     import matplotlib
+
+    from neardup.evaluation.plots import figure
 
     names = sorted(set(classes)) if classes is not None else []
     code = {c: i for i, c in enumerate(names)}

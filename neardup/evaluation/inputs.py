@@ -83,6 +83,7 @@ def load_retrieval_inputs(features: str, labels: Labels, queries: str | None = N
         self_index = np.array([row.get(_norm(p), -1) for p in q_paths], dtype=np.int64)
     data = RetrievalData(db_x, db_codes, db_paths, q_x, q_codes, q_paths, names, self_index,
                          metric=db_store.metric, model=db_store.model)
-    record = {"features": str(features), "queries": str(queries) if queries else None, "labels": labels.source,
-              "n_labelled": len(labels), "n_labelled_classes": len(labels.names)}
+    record: dict[str, object] = {"features": str(features), "queries": str(queries) if queries else None,
+                                 "labels": labels.source, "n_labelled": len(labels),
+                                 "n_labelled_classes": len(labels.names)}
     return RetrievalInputs(data, split, record)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class RankedBlock:
 
 def _untie(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """``ids`` with each row's equal scores ordered by database row (rows without ties are left as they are)."""
-    tied = np.flatnonzero((scores[:, 1:] == scores[:, :-1]).any(axis=1)) if scores.shape[1] > 1 else []
+    tied: Any = np.flatnonzero((scores[:, 1:] == scores[:, :-1]).any(axis=1)) if scores.shape[1] > 1 else []
     for r in tied:
         order = np.lexsort((ids[r], -scores[r]))
         ids[r] = ids[r][order]

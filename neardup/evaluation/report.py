@@ -71,7 +71,7 @@ def split_files(split: ClassSplit, labels: Labels) -> dict[str, str]:
     """The split as text: ``train_classes.txt`` / ``eval_classes.txt`` (one class a line) and ``train_labels.csv``
     (``path,label`` of every labelled image of the training classes: ``--labels`` for ``neardup train``)."""
     train = set(split.train)
-    rows = [[p, c] for p, c in zip(labels.paths, labels.classes, strict=True) if c in train]
+    rows: list[list[object]] = [[p, c] for p, c in zip(labels.paths, labels.classes, strict=True) if c in train]
     return {"train_classes.txt": _class_list(split.train, "train_classes.txt"),
             "eval_classes.txt": _class_list(split.eval, "eval_classes.txt"),
             "train_labels.csv": _csv(["path", "label"], rows)}

@@ -132,5 +132,6 @@ def test_hashes_and_bad_input(tmp_path) -> None:
     lab = tmp_path / "few.csv"
     some = sorted(root.rglob("*.png"))[:4]
     lab.write_text("path,label\n" + "".join(f"{p},{p.parent.name}\n" for p in some))
-    expect_error("embed-map", store, "--labels", lab, "--out", tmp_path / "m", message="6 feature path(s) have no label")
+    expect_error("embed-map", store, "--labels", lab, "--out", tmp_path / "m",
+                 message="6 feature path(s) have no label")
     expect_error("embed-map", store, "--method", "pca", "--out", tmp_path / "m", message="Invalid value for '--method'")
