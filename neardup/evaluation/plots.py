@@ -49,30 +49,36 @@ def save(fig: Any, *paths: str | Path, dpi: int = 110) -> list[Path]:
     return written
 
 
-def most_confused(matrix: np.ndarray, n: int) -> np.ndarray:
+def most_confused(true: np.ndarray, pred: np.ndarray, count: np.ndarray, n_classes: int, n: int) -> np.ndarray:
     """Indices of the ``n`` classes with the most errors (as the true class or as the wrong prediction), sorted.
 
     Why both: a class that absorbs many wrong predictions is as confused as one whose queries go astray.
     """
-    off = matrix - np.diag(np.diag(matrix))
-    errors = off.sum(axis=0) + off.sum(axis=1)
-    order = np.lexsort((np.arange(len(errors)), -errors))  # most errors first, then by class order
+    off = true != pred
+    errors = (np.bincount(true[off], weights=count[off], minlength=n_classes)
+              + np.bincount(pred[off], weights=count[off], minlength=n_classes))
+    order = np.lexsort((np.arange(n_classes), -errors))  # most errors first, then by class order
     return np.sort(order[:n])
 
 
-def plot_confusion(matrix: np.ndarray, names: list[str], path: str | Path, title: str,
-                   max_classes: int = 30) -> Path:
-    """Confusion matrix (rows: true class, columns: predicted), coloured by the share of each true class.
+def plot_confusion(true: np.ndarray, pred: np.ndarray, count: np.ndarray, names: list[str], path: str | Path,
+                   title: str, max_classes: int = 30) -> Path:
+    """Confusion matrix (rows: true class, columns: predicted) from its non-zero cells, coloured by the share of
+    each true class's queries.
 
     Up to ``max_classes`` classes are drawn with their counts written in the cells; with more, the
     ``max_classes`` most confused ones (their errors among each other; the others are left out).
     """
     n = len(names)
-    keep = np.arange(n) if n <= max_classes else most_confused(matrix, max_classes)
-    sub = matrix[np.ix_(keep, keep)]
-    rows = matrix[keep].sum(axis=1, keepdims=True)  # all queries of each shown class, shown columns or not
-    share = np.divide(sub, rows, out=np.zeros(sub.shape, dtype=np.float64), where=rows > 0)
+    keep = np.arange(n) if n <= max_classes else most_confused(true, pred, count, n, max_classes)
     m = len(keep)
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[keep] = np.arange(m)
+    sub = np.zeros((m, m), dtype=np.int64)
+    sel = (pos[true] >= 0) & (pos[pred] >= 0)
+    np.add.at(sub, (pos[true[sel]], pos[pred[sel]]), count[sel])
+    rows = np.bincount(true, weights=count, minlength=n)[keep][:, None]  # every query of a shown class
+    share = np.divide(sub, rows, out=np.zeros(sub.shape, dtype=np.float64), where=rows > 0)
     size = max(4.5, 0.32 * m + 2.5)
     fig, ax = figure(figsize=(size + 1.0, size))
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)

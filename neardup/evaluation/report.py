@@ -55,8 +55,10 @@ def queries_csv(output: RetrievalOutput, data: RetrievalData) -> str:
     return _csv(cols, rows)
 
 
-def confusion_csv(matrix: np.ndarray, names: list[str]) -> str:
-    return _csv(["true \\ predicted", *names], ([n, *row.tolist()] for n, row in zip(names, matrix, strict=True)))
+def confusion_csv(cells: tuple[np.ndarray, np.ndarray, np.ndarray], names: list[str]) -> str:
+    """The confusion matrix in long form, non-zero cells only (``true,predicted,count``; pivot it for a grid)."""
+    return _csv(["true", "predicted", "count"],
+                ([names[t], names[p], int(c)] for t, p, c in zip(*cells, strict=True)))
 
 
 def _class_list(names: list[str], what: str) -> str:
@@ -89,7 +91,7 @@ def write_retrieval(out: str | Path, output: RetrievalOutput, data: RetrievalDat
     out = Path(out)
     doc = check_retrieval(output.result.to_dict(), "the result about to be written")  # a bug, never a bad file
     texts = {"per_class.csv": per_class_csv(output), "queries.csv": queries_csv(output, data)}
-    mats = {by: output.outcomes.confusion(len(data.names), by) for by in ("top1", "vote")}
+    mats = {by: output.outcomes.confusion(by) for by in ("top1", "vote")}
     for by, m in mats.items():
         texts[f"confusion_{by}.csv"] = confusion_csv(m, data.names)
     if split is not None:
@@ -105,7 +107,7 @@ def write_retrieval(out: str | Path, output: RetrievalOutput, data: RetrievalDat
         for by, m in mats.items():
             what = "nearest neighbour (top-1)" if by == "top1" else f"majority vote of the {k} nearest"
             acc = output.result.overall["top1_accuracy" if by == "top1" else "vote_accuracy"]
-            written.append(plot_confusion(m, data.names, out / f"confusion_{by}.png",
+            written.append(plot_confusion(*m, data.names, out / f"confusion_{by}.png",
                                           f"{what}: accuracy {acc:.3f}", max_classes=max_classes))
     atomic_write_json(out / "retrieval.json", doc)  # last: the result is complete once it exists
     written.append(out / "retrieval.json")

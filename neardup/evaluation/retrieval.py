@@ -157,12 +157,13 @@ class QueryOutcomes:
     positives: np.ndarray  # R: database images of the query's class (the query itself not counted)
     figures: dict[str, np.ndarray]  # precision_at_k, r_precision, map_at_r, mAP per query
 
-    def confusion(self, n_classes: int, by: str = "top1") -> np.ndarray:
-        """(true, predicted) counts of the ``top1`` or ``vote`` predictions."""
+    def confusion(self, by: str = "top1") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The non-zero cells of the confusion matrix of the ``top1`` or ``vote`` predictions: (true class,
+        predicted class, count), sorted. Sparse: with many classes a dense matrix would not fit."""
         pred = self.top1 if by == "top1" else self.vote
-        m = np.zeros((n_classes, n_classes), dtype=np.int64)
-        np.add.at(m, (self.classes, pred), 1)
-        return m
+        n = int(max(self.classes.max(), pred.max())) + 1 if len(pred) else 1
+        keys, counts = np.unique(self.classes * n + pred, return_counts=True)
+        return keys // n, keys % n, counts.astype(np.int64)
 
 
 @dataclass

@@ -112,3 +112,12 @@ def test_cli_kmeans_with_ground_truth_and_sweep(attacked_folders, tmp_path) -> N
 @parametrize_with_checks([KMeansClustering(metric="euclidean", n_clusters=3)])
 def test_sklearn_conformance(estimator, check) -> None:
     check(estimator)
+
+
+def test_required_parameters_are_checked_against_the_estimator() -> None:
+    from neardup.clustering.methods import METHODS, MethodSpec, register_method
+
+    assert METHODS["kmeans"].required == ("n_clusters",)
+    with pytest.raises(ValueError, match=r"required names \['clusters'\]"):
+        register_method(MethodSpec("km2", KMeansClustering, kmeans_clustering, "n_clusters", required=("clusters",)))
+    assert "km2" not in METHODS
