@@ -136,6 +136,7 @@ def embed_map_cmd(features: str, labels_csv: str | None, class_folders: str | No
     """
     from neardup.data.labels import load_labels
     from neardup.evaluation.embedding import OWNED, EmbedConfig, embed, write_map
+    from neardup.evaluation.inputs import absolute_paths
     from neardup.extract.store import FeatureStore
     from neardup.outdir import check_out_dir, claim_out_dir
 
@@ -143,10 +144,11 @@ def embed_map_cmd(features: str, labels_csv: str | None, class_folders: str | No
                       thumbnails=thumbnails).validate()
     check_out_dir(out, "embed-map", overwrite=overwrite, owned=OWNED)
     store = FeatureStore.open(features)
+    paths = absolute_paths(store)
     classes = None
     if labels_csv or class_folders or labels_manifest:
         labels = load_labels(labels=labels_csv, class_folders=class_folders, manifest=labels_manifest)
-        classes = labels.for_paths(store.paths)
+        classes = labels.for_paths(paths)
     xy = embed(store.features(), cfg, store.metric)
     applied = ", ".join(f"{k} {v:g}" for k, v in cfg.applied.items())
     title = f"{method} of {len(xy)} {store.model} features ({cfg.metric or store.metric}; {applied}; seed {seed})"
@@ -155,7 +157,7 @@ def embed_map_cmd(features: str, labels_csv: str | None, class_folders: str | No
               "n_neighbors": n_neighbors, "metric": cfg.metric or store.metric, "thumbnails": thumbnails}
     own = check_out_dir(out, "embed-map", overwrite=overwrite, owned=OWNED)
     with claim_out_dir(out, "embed-map", overwrite=overwrite or own, owned=OWNED):
-        written = write_map(out, xy, list(store.paths), classes, title, thumbnails, seed)
+        written = write_map(out, xy, paths, classes, title, thumbnails, seed)
         save_config(out, "embed-map", params)
     n_classes = len(set(classes)) if classes is not None else 0
     click.echo(f"{method} map of {len(xy)} images" + (f", {n_classes} classes" if classes else "") + " -> "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -32,8 +33,30 @@ def _norm(p: str) -> str:
     return os.path.normpath(os.path.abspath(p))
 
 
+def absolute_paths(store: FeatureStore) -> list[str]:
+    """The store's image paths, absolute, whatever the working folder is now.
+
+    Why: ``extract`` records paths as they were given (``digits/0/0000.png``, relative to the folder it ran
+    in) and its input folder made absolute (``meta.json`` root). A relative path whose folder part ends the
+    root is resolved against the root (as :func:`neardup.data.manifest.query_key` matches queries); any other
+    one against the current folder.
+    """
+    from neardup.data.manifest import query_key
+
+    root = store.meta.get("root") or None
+    out = []
+    for p in store.paths:
+        if root and not os.path.isabs(p):
+            rel = query_key(p, root)
+            if rel != Path(os.path.normpath(p)).as_posix():  # the root's tail matched: relative to the root
+                out.append(_norm(os.path.join(root, rel)))
+                continue
+        out.append(_norm(p))
+    return out
+
+
 def _labelled(store: FeatureStore, labels: Labels, what: str) -> tuple[np.ndarray, list[str], list[str]]:
-    paths = list(store.paths)
+    paths = absolute_paths(store)
     classes = labels.for_paths(paths, what=f"{what} feature".strip())  # UsageError: some rows have no label
     return np.asarray(store.features()), paths, classes
 

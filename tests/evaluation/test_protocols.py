@@ -302,3 +302,24 @@ def test_confusion_plot_keeps_the_most_confused_of_many_classes(tmp_path) -> Non
     assert {7, 30} <= set(keep.tolist()) and len(keep) == 5
     png = plot_confusion(t, p, c, [f"class{i}" for i in range(n)], tmp_path / "c.png", "test", max_classes=5)
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_relative_store_paths_resolve_from_any_folder(tmp_path, monkeypatch) -> None:
+    """extract records paths as given (relative to where it ran): labels still match from another folder."""
+    from tests.clustering.conftest import make_store
+
+    X, y = clustered(n_classes=2, sizes=(4, 4), seed=1)
+    work = tmp_path / "work"
+    rel = []
+    for i, c in enumerate(y):
+        p = work / "photos" / f"c{c}" / f"{i}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.touch()
+        rel.append(f"photos/c{c}/{i}.png")
+    store = make_store(tmp_path / "feats", X, rel, work / "photos")  # root: the input folder, absolute
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    invoke("evaluate-retrieval", store, "--class-folders", work / "photos", "--out", "eval", "--quiet", "--no-plots")
+    q = rows(elsewhere / "eval" / "queries.csv")
+    assert [r["path"] for r in q] == [str(work / p) for p in rel]
