@@ -227,6 +227,7 @@ def evaluate_retrieval(data: RetrievalData, config: RetrievalConfig, show_progre
     """
     config.validate()
     data.check()
+    protocol = config.protocol or ("loo" if data.queries is data.database else "queries")
     metric = config.metric or data.metric
     n, nq = len(data.database), len(data.queries)
     n_ranked = n - int((data.self_index >= 0).any())  # shortest ranking a query gets
@@ -275,11 +276,11 @@ def evaluate_retrieval(data: RetrievalData, config: RetrievalConfig, show_progre
              for name in SCORE_NAMES}
     lone = sorted({data.names[c] for c in data.q_classes[~scored]})
     result = RetrievalResult(
-        protocol=config.protocol or "loo", model=data.model, metric=metric, vote_k=vote_k, n_database=n,
+        protocol=protocol, model=data.model, metric=metric, vote_k=vote_k, n_database=n,
         n_queries=nq, n_scored=int(scored.sum()), n_classes=len(np.unique(data.q_classes)),
         overall=_scores(figures, ok1, okv), macro=macro, per_class=per_class, classes_without_positive=lone,
         split=split.to_dict() if split else None, search_seconds=seconds, inputs=inputs or {},
-        config={"protocol": config.protocol, "vote_k": config.vote_k, "metric": metric,
+        config={"protocol": protocol, "vote_k": config.vote_k, "metric": metric,
                 "split_seed": config.split_seed},
         environment=_environment())
     return RetrievalOutput(result, outcomes)

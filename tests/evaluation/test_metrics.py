@@ -58,7 +58,7 @@ def test_hand_computed_six_points() -> None:
     assert a["confused_with"] == "B" and a["n_confused"] == 1  # p3's nearest is B
     assert b["confused_with"] == "A" and b["n_confused"] == 2
     assert r.macro["precision_at_1"] == pytest.approx(0.5) and r.macro["mAP"] == pytest.approx(AP.mean())
-    assert r.n_scored == 6 and r.classes_without_positive == [] and r.vote_k == 3
+    assert r.n_scored == 6 and r.classes_without_positive == [] and r.vote_k == 3 and r.protocol == "loo"
     true, pred, count = out.outcomes.confusion()  # the matrix [[2, 1], [2, 1]], cell by cell
     assert true.tolist() == [0, 0, 1, 1] and pred.tolist() == [0, 1, 0, 1] and count.tolist() == [2, 1, 2, 1]
 

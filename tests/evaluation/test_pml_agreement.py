@@ -78,7 +78,7 @@ def test_query_set_against_a_database_matches() -> None:
     X, y = clustered(n_classes=5, sizes=(10, 20), seed=4)
     q, ql, db, dbl = X[::3], y[::3], np.delete(X, np.s_[::3], 0), np.delete(y, np.s_[::3], 0)
     res = ours(q, ql, db, dbl)
-    assert res.n_queries == len(q) and res.n_database == len(db)
+    assert res.n_queries == len(q) and res.n_database == len(db) and res.protocol == "queries"
     check(res, reference(q, ql, db, dbl), reference(q, ql, db, dbl, avg_of_avgs=True))
 
 
