@@ -15,6 +15,7 @@ from neardup.cli.attack import attack
 from neardup.cli.cluster import cluster
 from neardup.cli.convert import convert
 from neardup.cli.dedup import dedup
+from neardup.cli.evaluate import embed_map_cmd, evaluate_retrieval_cmd
 from neardup.cli.extract import extract, models
 from neardup.cli.finetune import evaluate_cmd, finetune_cmd
 from neardup.cli.index import index_group, query_cmd
@@ -28,7 +29,7 @@ def main() -> None:
 
 
 for _command in (attack, extract, models, convert, search, report, plot_cmd, index_group, query_cmd, cluster,
-                 finetune_cmd, evaluate_cmd, dedup):
+                 finetune_cmd, evaluate_cmd, evaluate_retrieval_cmd, embed_map_cmd, dedup):
     main.add_command(_command)
 
 __all__ = ["main"]

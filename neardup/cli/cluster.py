@@ -128,6 +128,10 @@ def method_params(method: str, metric: str, options: dict[str, Any], sweeping: b
             raise UsageError(f"{method} with the {metric} metric needs {_flag(m.option_for(m.radius) or m.radius)} "
                              f"(or --sweep); it has no default scale")
         params[m.radius] = m.default_radius[metric]
+    missing = [p for p in m.required if p not in params]
+    if missing and not sweeping:
+        raise UsageError(f"--method {method} needs {', '.join(_flag(m.option_for(p) or p) for p in missing)} "
+                         f"(or --sweep)")
     return params
 
 
@@ -159,7 +163,7 @@ def sweep_name(method: str, name: str | None) -> str | None:
 @click.option("--threshold", cls=MethodOption, type=FloatIn(0), default=None,
               help="distance cut (cosine distance, L2 or bits).")
 @click.option("--n-clusters", cls=MethodOption, type=click.IntRange(1), default=None,
-              help="cut to this many clusters.")
+              help="number of clusters (hierarchical: cut the tree into this many).")
 @click.option("--max-memory", cls=MethodOption, default=None,
               help="memory limit, e.g. 8GB [default: 80% of free RAM].")
 @click.option("--eps", cls=MethodOption, type=FloatIn(0, lo_open=True), default=None, help="neighbourhood radius.")
@@ -177,7 +181,9 @@ def sweep_name(method: str, name: str | None) -> str | None:
               help="reduce features to this many dims first.")
 @click.option("--ef-search", cls=MethodOption, type=click.IntRange(1), default=None, help="HNSW search breadth.")
 @click.option("--seed", cls=MethodOption, type=click.IntRange(0, 2**32 - 1), default=None,
-              help="seed of the PCA sample.")
+              help="random seed (graph: of the PCA sample; kmeans: of the initial centroids) [default: 0].")
+@click.option("--niter", cls=MethodOption, type=click.IntRange(1), default=None,
+              help="Lloyd iterations [default: 20].")
 @click.option("--sweep", default=None, help="Values of the swept parameter: 0.05,0.1,0.2 or start:stop:step.")
 @click.option("--sweep-param", cls=SweepParamOption, default=None, help="Parameter to sweep")
 @click.option("--manifest", "manifests", multiple=True, type=click.Path(),

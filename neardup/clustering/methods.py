@@ -31,6 +31,7 @@ from neardup.clustering.density import (
 )
 from neardup.clustering.graph import GraphClustering, components_from_knn, graph_clustering
 from neardup.clustering.hierarchical import HierarchicalClustering, cut_linkage, hierarchical_clustering
+from neardup.clustering.kmeans import KMeansClustering, kmeans_clustering
 
 SweepFn = Callable[[np.ndarray, dict[str, Any], str, list[float]], "SweepOutput"]
 
@@ -60,6 +61,8 @@ class MethodSpec:
         default_radius: metric -> default value of ``radius``.
         cuts: parameters of which one is given (hierarchical: a distance or a count): sweeping one drops
             the others, and a single run given only another reports that one as its setting.
+        required: parameters with no sensible default (k-means' number of clusters): a run without them, and
+            without a sweep, is refused.
         int_params: whole-number parameters (sweep values cast, checked >= 1).
         nonnegative, positive: distance parameters whose sweep values must be >= 0, or > 0.
         fast_sweep: a sweep that reuses the expensive step [default: one fit per value].
@@ -76,6 +79,7 @@ class MethodSpec:
     radius: str | None = None
     default_radius: Mapping[str, float] = field(default_factory=dict)
     cuts: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
     int_params: tuple[str, ...] = ()
     nonnegative: tuple[str, ...] = ()
     positive: tuple[str, ...] = ()
@@ -93,6 +97,7 @@ class MethodSpec:
         params = set(self.params())
         named = {"sweep_param": [self.sweep_param], "options": list(self.options.values()),
                  "radius": [self.radius] if self.radius else [], "cuts": list(self.cuts),
+                 "required": list(self.required),
                  "int_params": list(self.int_params), "nonnegative": list(self.nonnegative),
                  "positive": list(self.positive)}
         for what, names in named.items():
@@ -222,6 +227,11 @@ register_method(MethodSpec(
              "seed": "seed"},
     radius="threshold", default_radius=DEFAULT_RADIUS, int_params=("k", "pca", "ef_search", "seed"),
     nonnegative=("threshold",), fast_sweep=_graph_sweep))
+register_method(MethodSpec(
+    "kmeans", KMeansClustering, kmeans_clustering, "n_clusters",
+    "faiss k-means into a given number of clusters (class-level groups; no noise)",
+    options={"n_clusters": "n_clusters", "niter": "niter", "seed": "seed"},
+    required=("n_clusters",), int_params=("n_clusters", "niter", "seed")))
 
 
 def check_sweep_values(method: MethodSpec, name: str, values: list[float]) -> None:

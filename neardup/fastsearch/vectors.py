@@ -1,4 +1,4 @@
-"""The vector layer: metric names, L2 normalisation, the vectors faiss sees, and PCA.
+"""The vector layer: metric names, L2 normalisation, the vectors faiss sees, PCA and k-means.
 
 Why one module: search, indexes, ground truth, clustering, feature transforms and the
 fine-tuning diagnostics all normalise vectors, name metrics and project features. Written
@@ -154,3 +154,110 @@ class PCA:
         """(n, d) -> (n, d_out) float32, C-contiguous."""
         y = self.matrix_.apply(np.ascontiguousarray(x, dtype=np.float32))
         return l2_normalize(y) if self.normalize else np.ascontiguousarray(y)
+
+
+def kmeans_plusplus(x: np.ndarray, k: int, seed: int = 0, block: int = 65536) -> np.ndarray:
+    """Indices of ``k`` initial centroids by greedy k-means++ seeding (Arthur & Vassilvitskii, k-means++: the
+    advantages of careful seeding, SODA 2007; greedy as in scikit-learn): each step draws 2 + log(k) candidates
+    with probability proportional to their squared distance from the nearest centroid chosen so far, and keeps
+    the one that lowers the total the most. Seeded; O(n k d log k).
+
+    Why: faiss starts from k random vectors, which on well-separated groups often puts two centroids in one group
+    and none in another (a local minimum more iterations do not leave).
+    """
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    trials = 2 + int(np.log(max(k, 1)))
+
+    def sq_dist(i: int) -> np.ndarray:
+        out = np.empty(n, dtype=np.float64)
+        for s in range(0, n, block):
+            out[s:s + block] = ((x[s:s + block] - x[i]) ** 2).sum(axis=1)
+        return out
+
+    chosen = [int(rng.integers(n))]
+    d2 = sq_dist(chosen[0])
+    for _ in range(1, k):
+        total = d2.sum()
+        cands = rng.choice(n, size=trials, p=d2 / total) if total > 0 else rng.integers(n, size=trials)
+        best, best_d2 = -1, d2
+        for c in cands:
+            new = np.minimum(d2, sq_dist(int(c)))
+            if best < 0 or new.sum() < best_d2.sum():
+                best, best_d2 = int(c), new
+        chosen.append(best)
+        d2 = best_d2
+    return np.array(chosen, dtype=np.int64)
+
+
+class KMeans:
+    """k-means (faiss ``Kmeans``): k-means++ seeding, then Lloyd iterations; spherical (unit centroids) for cosine.
+
+    Why faiss': float32 and multi-threaded, with results that do not depend on the thread count, and the
+    same k-means an IVF index trains its coarse quantizer with.
+
+    Args:
+        k: clusters (1 to the number of vectors).
+        niter: Lloyd iterations.
+        seed: seed of the initial centroids (and of faiss' training sample beyond 256 vectors per centroid).
+        spherical: L2-normalise the centroids after each iteration (k-means for unit vectors / cosine).
+        init: ``k-means++`` (:func:`kmeans_plusplus`, on a seeded sample of at most ``INIT_SAMPLE`` vectors) or
+            ``random`` (faiss' own: k random vectors).
+        name: how the caller's user spells the k option, for error messages.
+
+    Attributes:
+        centroids_: (k, d) float32.
+        objective_: the final sum of squared distances (spherical: of similarities) to the nearest centroid.
+    """
+
+    #: most vectors k-means++ seeding reads (a seeded sample beyond that): it costs O(sample x k x d)
+    INIT_SAMPLE = 100_000
+
+    def __init__(self, k: int, niter: int = 20, seed: int = 0, spherical: bool = False, init: str = "k-means++",
+                 name: str = "k") -> None:
+        self.k = k
+        self.niter = niter
+        self.seed = seed
+        self.spherical = spherical
+        self.init = init
+        self.name = name
+
+    def fit(self, x: np.ndarray) -> KMeans:
+        """Fit on ``x`` (n, d).
+
+        Raises:
+            UsageError: k outside 1..n, niter < 1 or an unknown init (faiss would abort or fail obscurely).
+        """
+        import faiss
+
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        n, d = x.shape
+        k = int(self.k)
+        if not 1 <= k <= n:
+            raise UsageError(f"{self.name} {self.k} must be between 1 and the number of vectors {n}")
+        if int(self.niter) < 1:
+            raise UsageError(f"k-means needs at least 1 iteration, got {self.niter}")
+        if self.init not in ("k-means++", "random"):
+            raise UsageError(f"unknown k-means init {self.init!r}; use k-means++ or random")
+        start = None
+        if self.init == "k-means++":
+            rng = np.random.default_rng(self.seed)
+            sample = np.sort(rng.choice(n, self.INIT_SAMPLE, replace=False)) if n > self.INIT_SAMPLE else None
+            xs = x if sample is None else x[sample]
+            start = np.ascontiguousarray(xs[kmeans_plusplus(xs, k, int(self.seed))])
+            if self.spherical:
+                start = l2_normalize(start)
+        # min_points_per_centroid=1: no warning for small sets (faiss asks for 39 per centroid)
+        km = faiss.Kmeans(d, k, niter=int(self.niter), seed=int(self.seed), spherical=bool(self.spherical),
+                          min_points_per_centroid=1, verbose=False)
+        km.train(x, init_centroids=start)
+        self.centroids_ = np.ascontiguousarray(km.centroids, dtype=np.float32)
+        obj: Any = km.obj if km.obj is not None else []
+        self.objective_ = float(obj[-1]) if len(obj) else 0.0
+        self.index_ = km.index
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """(n,) int64 index of each row's nearest centroid (L2; for unit vectors and centroids, cosine)."""
+        _, ids = self.index_.search(np.ascontiguousarray(x, dtype=np.float32), 1)
+        return ids[:, 0].astype(np.int64)

@@ -130,7 +130,7 @@ def test_builtin_mapping_and_defaults_come_from_the_registry() -> None:
 
 def test_help_lists_the_registered_methods(toy: MethodSpec) -> None:
     out = invoke("cluster", "--help").output
-    assert "[hierarchical|dbscan|hdbscan|graph|together]" in out
+    assert "[hierarchical|dbscan|hdbscan|graph|kmeans|together]" in out
     assert "hierarchical/graph/together: distance cut" in " ".join(out.split())  # option help names its methods
     assert "[cosine 0.1, hamming 10] [cosine 0.5]" in " ".join(out.split())
 
