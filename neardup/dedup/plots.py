@@ -81,7 +81,7 @@ def calibration_figure(pos: np.ndarray | None, neg: np.ndarray | None, calibrati
             ax.axvline(t, color="black", linestyle=style, linewidth=1.2, label=label)
         ax.set(xlabel="cosine similarity to the source / nearest other image", ylabel="pairs",
                title="Calibration scores")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="best")
     if curve is not None:
         ax = axes.pop(0)
         grid, prec, rec = curve

@@ -85,6 +85,7 @@ def _header(summary: dict[str, Any], cal: Calibration | None, scan: Path, plot: 
     return f"""<header class="top">
   <div class="title"><h1>Duplicate review</h1><span class="path" title="{_t(scan)}">{_t(scan)}</span></div>
   <div class="cards">{card_html}</div>
+  <details class="aboutbox" open><summary>Threshold, calibration, model and timings</summary>
   <section class="about">
     <div>
       <table class="facts">{_threshold_html(s, cal)}
@@ -100,6 +101,7 @@ def _header(summary: dict[str, Any], cal: Calibration | None, scan: Path, plot: 
     </div>
     {figure}
   </section>
+  </details>
 </header>"""
 
 
@@ -117,6 +119,7 @@ def render_page(summary: dict[str, Any], cal: Calibration | None, data: dict[str
 <meta charset="utf-8">
 {GENERATOR}
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>neardup duplicate review: {_t(scan.name)}</title>
 <style>{CSS}</style>
 </head>
@@ -162,6 +165,7 @@ body { margin:0; font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvet
 .card .k { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.04em; }
 .card .v { font-size:24px; font-weight:600; }
 .card .d { color:var(--muted); font-size:12px; min-height:1em; }
+.aboutbox > summary { cursor:pointer; color:var(--muted); font-size:12px; margin-bottom:6px; }
 .about { display:flex; gap:24px; flex-wrap:wrap; align-items:flex-start; }
 .about > div { flex:1 1 380px; }
 .facts { border-collapse:collapse; font-size:13px; }
