@@ -38,7 +38,9 @@ def screenshot(report: Path, png: Path, width: int, height: int, full_page: bool
             page.goto(report.resolve().as_uri() + (f"#{fragment}" if fragment else ""))
             page.evaluate("document.querySelectorAll('img').forEach(i => { i.loading = 'eager'; })")
             page.wait_for_function("[...document.images].every(i => i.complete)", timeout=30_000)
-            page.screenshot(path=str(png), full_page=full_page)
+            jpeg = png.suffix.lower() in (".jpg", ".jpeg")  # smaller for docs; PNG otherwise
+            page.screenshot(path=str(png), full_page=full_page, type="jpeg" if jpeg else "png",
+                            **({"quality": 85} if jpeg else {}))
         finally:
             browser.close()
 
@@ -46,7 +48,7 @@ def screenshot(report: Path, png: Path, width: int, height: int, full_page: bool
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("report", type=Path, help="the report.html of a dedup scan")
-    ap.add_argument("png", type=Path, help="the screenshot to write")
+    ap.add_argument("png", type=Path, help="the screenshot to write (.png, or .jpg for a smaller file)")
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=900)
     ap.add_argument("--full-page", action="store_true", help="the whole page, not only the viewport")

@@ -86,7 +86,8 @@ def _int(v: str, what: str, row: int) -> int:
 
 
 def read_groups(scan_dir: str | os.PathLike) -> list[Group]:
-    """The groups of ``DIR/groups.csv`` in group-id order, each with its keeper first.
+    """The groups of ``DIR/groups.csv`` in group-id order: keeper first, then exact copies, then near copies by
+    decreasing score.
 
     Raises:
         UsageError: missing file, missing columns, a bad value, or a group without exactly one keeper.
@@ -125,6 +126,8 @@ def read_groups(scan_dir: str | os.PathLike) -> list[Group]:
     bad = [g for g in groups if keepers.get(g, 0) != 1]
     if bad:
         raise UsageError(f"{path}: group {bad[0]} has {keepers.get(bad[0], 0)} keepers (needs exactly one)")
+    for g in groups.values():  # read left to right: keeper, exact copies, then near copies strongest first
+        g.members[1:] = sorted(g.members[1:], key=lambda m: (m.kind != "exact", -(m.score or 0.0), m.path))
     return [groups[g] for g in sorted(groups)]
 
 

@@ -132,6 +132,14 @@ def test_unreadable_missing_and_changed_files(tmp_path: Path) -> None:
     assert index["files"][rows[1]["path"]][3] == bad["n"].removeprefix("unreadable: ")
 
 
+def test_members_keeper_then_exact_then_strongest(tmp_path: Path) -> None:
+    rows = [{"group": 0, "path": f"/x/{n}", "is_keeper": int(k == "keeper"), "score": sc, "kind": k, "width": 1,
+             "height": 1, "bytes": 1, "mtime_ns": 1}
+            for n, k, sc in [("a", "near", 0.8), ("b", "near", 0.95), ("c", "keeper", 1.0), ("d", "exact", 1.0)]]
+    write_scan(tmp_path, rows, calibrated=False)
+    assert [m.path for m in read_groups(tmp_path)[0].members] == ["/x/c", "/x/d", "/x/b", "/x/a"]
+
+
 def test_sort_orders() -> None:
     def g(i: int, *scores: float | None) -> Group:
         return Group(i, [Member(f"/k{i}", "keeper", 1.0, 1, 1, 1, 1)]
