@@ -23,10 +23,10 @@ import numpy as np
 
 from neardup.dedup.calibrate import Calibration
 from neardup.dedup.report_page import GENERATOR, render_page
-from neardup.dedup.thumbs import ThumbCache
+from neardup.dedup.thumbs import INDEX, ThumbCache
 from neardup.errors import UsageError
 from neardup.io_utils import atomic_write_text, read_json_object, read_text
-from neardup.outdir import FIGURE_TAG, folder_lock
+from neardup.outdir import FIGURE_TAG, LOCK, folder_lock
 
 REPORT = "report.html"
 FILES = "report_files"
@@ -113,6 +113,8 @@ def read_groups(scan_dir: str | os.PathLike) -> list[Group]:
             raise UsageError(f"groups.csv row {n}: score is not a number: {r['score']!r}") from None
         if score is not None and not math.isfinite(score):
             score = None
+        if not os.path.isabs(r["path"]):
+            raise UsageError(f"groups.csv row {n}: path must be absolute, got {r['path']!r}")
         g = groups.setdefault(gid, Group(gid))
         if keeper in ("1", "true"):
             keepers[gid] = keepers.get(gid, 0) + 1
@@ -190,7 +192,7 @@ def sort_orders(groups: list[Group]) -> dict[str, list[int]]:
 
 
 def page_data(groups: list[Group], thumbs: dict[str, Any], scan_dir: Path, threshold: float,
-              page_size: int) -> dict[str, Any]:
+              page_size: int, against: bool = False) -> dict[str, Any]:
     """The JSON the page renders: groups (members as short-keyed objects), sort orders, paths to the assets."""
     def member(m: Member) -> dict[str, Any]:
         t = thumbs[m.path]
@@ -203,9 +205,11 @@ def page_data(groups: list[Group], thumbs: dict[str, Any], scan_dir: Path, thres
             d["n"] = "changed since the scan"
         return d
 
-    depth = len(scan_dir.resolve().parts) - 1
+    # up to the file system root, then down the file's absolute path; extra "../" stop at the root, so taking
+    # the deeper of the real and the given path keeps links right when DIR is opened through a symlink
+    depth = max(len(scan_dir.resolve().parts), len(scan_dir.absolute().parts)) - 1
     return {"schema": DATA_SCHEMA, "threshold": threshold, "page_size": page_size, "files_dir": FILES,
-            "root": "../" * depth, "sorts": SORTS,
+            "against": against, "root": "../" * depth, "sorts": SORTS,
             "groups": [{"id": g.id, "m": [member(m) for m in g.members]} for g in groups],
             "orders": sort_orders(groups)}
 
@@ -222,7 +226,7 @@ def _check_ours(scan: Path) -> None:
     for d in (files, files / "thumbs"):
         if d.is_symlink() or (d.exists() and not d.is_dir()):
             raise UsageError(f"{d} is not a folder neardup made; move it away to write the report")
-    if files.is_dir() and any(files.iterdir()) and not (files / "thumbs.json").is_file():
+    if files.is_dir() and any(p.name != LOCK for p in files.iterdir()) and not (files / INDEX).is_file():
         raise UsageError(f"{files} exists and was not written by neardup; move it away to write the report")
 
 
@@ -263,7 +267,7 @@ def write_report(scan_dir: str | os.PathLike, *, thumb_size: int = 192, page_siz
         if has_plot:
             pos, neg = scores if scores is not None else (None, None)
             calibration_figure(pos, neg, calibration, plot, threshold=float(summary["threshold"]))
-        data = page_data(groups, thumbs, scan, float(summary["threshold"]), cfg.page_size)
+        data = page_data(groups, thumbs, scan, float(summary["threshold"]), cfg.page_size, bool(summary["against"]))
         html = render_page(summary, calibration, data, scan, f"{FILES}/{CALIBRATION_PNG}" if has_plot else None)
         atomic_write_text(scan / REPORT, html)  # the commit point
         cache.prune(set(paths))

@@ -291,7 +291,7 @@ function tile(m) {
   dir.title = m.p;
   cap.appendChild(dir);
   const r1 = el("div", "row");
-  r1.appendChild(el("span", "kind " + m.k, m.k));
+  r1.appendChild(el("span", "kind " + m.k, m.k === "keeper" && DATA.against ? "reference" : m.k));
   if (m.k === "exact") r1.appendChild(el("span", "sc exact", "identical"));
   else if (m.k !== "keeper") {
     r1.appendChild(el("span", "sc " + scoreClass(m.s), typeof m.s === "number" ? m.s.toFixed(3) : "–"));

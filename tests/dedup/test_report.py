@@ -17,7 +17,7 @@ from neardup.dedup.report import Group, Member, read_groups, sort_orders, write_
 from neardup.dedup.report_page import embed_json
 from neardup.dedup.thumbs import INDEX, PLACEHOLDER, thumb_id
 from neardup.errors import UsageError
-from neardup.outdir import FIGURE_TAG
+from neardup.outdir import FIGURE_TAG, LOCK
 from tests.dedup.scan_files import image_groups, missing_groups, report_data, write_scan
 
 
@@ -214,6 +214,8 @@ def test_calibration_figure(tmp_path: Path) -> None:
     (lambda s: (s / "report.html").write_text("<html>my own page</html>"), "not written by neardup"),
     (lambda s: (s / "report_files").mkdir() or (s / "report_files" / "x.txt").write_text("mine"),
      "not written by neardup"),
+    (lambda s: (s / "groups.csv").write_text((s / "groups.csv").read_text().replace(str(s.parent) + "/", "", 1)),
+     "must be absolute"),
 ])
 def test_refusals(scan: Path, damage, message: str) -> None:
     damage(scan)
@@ -227,6 +229,12 @@ def test_refusals(scan: Path, damage, message: str) -> None:
 def test_bad_options(scan: Path, kw: dict) -> None:
     with pytest.raises(UsageError, match="must be an integer"):
         write_report(scan, **kw)
+
+
+def test_interrupted_first_run_is_not_locked_out(scan: Path) -> None:
+    (scan / "report_files").mkdir()
+    (scan / "report_files" / LOCK).touch()  # killed right after taking the lock
+    assert write_report(scan).is_file()
 
 
 def test_rerun_keeps_everything_else(scan: Path) -> None:
