@@ -17,10 +17,12 @@ def snapshot(root: Path) -> dict[str, str]:
 def test_scan_apply_undo_round_trip(tmp_path: Path, collection) -> None:
     folder, made = collection
     out = tmp_path / "scan"
-    res = invoke("dedup", str(folder), "--out", str(out), "--threshold", "0.6", "--engine", "torch", "--no-report")
+    res = invoke("dedup", str(folder), "--out", str(out), "--threshold", "0.6", "--engine", "torch")
     assert "17 files: 5 groups, 5 duplicates (2 exact, 3 near), 0 unreadable" in res.output
     assert "threshold 0.6000 (given)" in res.output
     assert (out / "config.yaml").is_file() and (out / "summary.json").is_file()
+    assert "report: open file://" in res.output and (out / "report.html").is_file()
+    assert len(list((out / "report_files" / "thumbs").glob("*.jpg"))) == 10
     before = snapshot(folder)
 
     dry = invoke("dedup", "apply", str(out), "--move-to", str(tmp_path / "dups"))
