@@ -8,7 +8,9 @@ functions serve ``neardup attack`` and the fine-tuning views.
 The original study's 58 attacks are in ``neardup/configs/attacks/default.yaml``
 (noise and blur follow scikit-image's ``random_noise`` and OpenCV's kernel-size
 conventions); the biomedical near-duplicate manipulations (flips, invert,
-perspective, affine, gamma, grayscale) in ``biomedical.yaml``.
+perspective, affine, gamma, grayscale) in ``biomedical.yaml``; the extended families
+(overlays, padding, meme, stripes, blending, pixelisation, chains: :mod:`neardup.data.attacks_extended`)
+in ``extended.yaml``; ``all.yaml`` includes the three.
 """
 
 from __future__ import annotations
@@ -353,7 +355,7 @@ def _perspective_coeffs(src: np.ndarray, dst: np.ndarray) -> list[float]:
     return np.linalg.solve(np.asarray(a, dtype=np.float64), src.reshape(8).astype(np.float64)).tolist()
 
 
-@register_attack("perspective", distortion=Float(0, 0.5))
+@register_attack("perspective", distortion=Float(0, 0.9))
 def perspective(img: Image.Image, rng: np.random.Generator, distortion: float) -> Image.Image:
     """Random perspective: each corner moves inward by up to ``distortion`` of the side."""
     w, h = img.size
@@ -480,3 +482,8 @@ def expand_config(entries: Any, source: str = "attack config") -> list[AttackSpe
             raise UsageError(f"{source}: {exc}") from None
     check_unique_names(specs, source)
     return specs
+
+
+# The extended families (overlays, padding, meme, stripes, blend, pixelate, chains) register themselves on import;
+# importing them here makes ATTACKS complete whichever module is imported first.
+from neardup.data import attacks_extended  # noqa: E402, F401

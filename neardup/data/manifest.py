@@ -173,7 +173,7 @@ def manifest_from_names(paths: list[Path], root: Path) -> list[ManifestRow]:
     from neardup.data.attacks import ATTACKS
     from neardup.data.generate import load_attack_config
 
-    names = [s.name for cfg in ("default", "biomedical") for s in load_attack_config(cfg)]
+    names = [s.name for s in load_attack_config("all")]
     rows = []
     for p in paths:
         parsed = parse_query_name(p.stem, names, list(ATTACKS))
