@@ -15,8 +15,9 @@ from neardup.errors import UsageError
 @click.argument("dst", type=click.Path(), required=False)
 @config_option
 @click.option("--attacks", "attack_configs", multiple=True, metavar="NAME|FILE",
-              help="Attack set: built-in 'default' (the study's 58), 'biomedical', 'extended' (overlays, padding, meme, "
-                   "stripes, blending, pixelisation, chains...), 'all' (the three), or a YAML file. Repeatable.")
+              help="Attack set: built-in 'default' (the study's 58), 'biomedical', 'extended' (overlays, padding, "
+                   "meme, stripes, blending, pixelisation, chains...), 'all' (the three), or a YAML file. "
+                   "Repeatable.")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Same seed, same images.")
 @click.option("--format", "fmt", type=click.Choice(["jpg", "png", "webp"]), default="jpg", show_default=True,
               help="File format of the generated queries.")

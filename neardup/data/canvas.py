@@ -20,9 +20,11 @@ from PIL import Image, ImageDraw, ImageFont
 #: Colour photos bundled with scikit-image (no download; checked by the tests).
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
 
-WORDS = ("the quick brown fox jumps over lazy dog photo share like follow news today best friends weekend "
-         "summer trip lol wow when you finally see it me trying to explain my code monday again click here "
-         "subscribe download free offer limited new update settings profile home search message reply").split()
+WORDS = ("the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "photo", "share", "like", "follow", "news",
+         "today", "best", "friends", "weekend", "summer", "trip", "lol", "wow", "when", "you", "finally", "see",
+         "it", "me", "trying", "to", "explain", "my", "code", "monday", "again", "click", "here", "subscribe",
+         "download", "free", "offer", "limited", "new", "update", "settings", "profile", "home", "search", "message",
+         "reply")
 
 
 @lru_cache(maxsize=len(PHOTOS))
@@ -90,7 +92,8 @@ def screenshot(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
             for _ in range(int(rng.integers(1, 4))):
                 label = words(rng, 1)
                 bw = int(font(line).getlength(label)) + line
-                d.rounded_rectangle((bx, y, bx + bw, y + round(1.5 * line)), radius=line // 3, fill=colour(rng, 30, 220))
+                d.rounded_rectangle((bx, y, bx + bw, y + round(1.5 * line)), radius=line // 3,
+                                    fill=colour(rng, 30, 220))
                 d.text((bx + line // 2, y + line // 4), label, font=font(line), fill=(255, 255, 255))
                 bx += bw + line
             y += round(2.2 * line)

@@ -65,8 +65,12 @@ def builtin_attack_configs() -> list[str]:
 SET_KEYS = ("include", "attacks")
 
 
+def _builtin_text(name: str) -> str:
+    return (resources.files("neardup") / "configs" / "attacks" / f"{name}.yaml").read_text("utf-8")
+
+
 def load_attack_config(name_or_path: str | os.PathLike = "default") -> list[AttackSpec]:
-    """Checked attack instances from a built-in set name (``default``, ``biomedical``, ``extended``, ``all``) or a YAML file.
+    """Checked attack instances from a built-in set (``default``, ``biomedical``, ``extended``, ``all``) or a YAML file.
 
     A set is ``{include: [built-in names], attacks: [entries]}`` (either key may be left out): ``all.yaml`` is
     ``include: [default, biomedical, extended]``. Every instance is checked here (names, parameter types and
@@ -81,6 +85,7 @@ def load_attack_config(name_or_path: str | os.PathLike = "default") -> list[Atta
 
 
 def _load_set(name_or_path: str | os.PathLike, including: tuple[str, ...]) -> list[AttackSpec]:
+    """The set ``name_or_path``, included from the built-in sets ``including`` (outermost first)."""
     p = Path(name_or_path)
     builtin = builtin_attack_configs()
     if p.suffix in (".yaml", ".yml") or p.exists():
@@ -91,7 +96,8 @@ def _load_set(name_or_path: str | os.PathLike, including: tuple[str, ...]) -> li
             raise UsageError(f"unknown attack config {str(name_or_path)!r}; built-in: "
                              f"{', '.join(builtin)}, or a path to a .yaml file")
         source = f"attack config {name_or_path}"
-        text = (resources.files("neardup") / "configs" / "attacks" / f"{name_or_path}.yaml").read_text("utf-8")
+        text = _builtin_text(str(name_or_path))
+        including = (*including, str(name_or_path))
     data = parse_yaml(text, source)
     if not isinstance(data, dict) or not any(k in data for k in SET_KEYS):
         raise UsageError(f"{source} must be a mapping with an 'attacks' list (and/or an 'include' list)")
@@ -107,7 +113,7 @@ def _load_set(name_or_path: str | os.PathLike, including: tuple[str, ...]) -> li
             raise UsageError(f"{source}: 'include' names {name!r}, not a built-in set ({', '.join(builtin)})")
         if name in including:
             raise UsageError(f"{source}: 'include' of {name!r} is circular ({' -> '.join((*including, name))})")
-        specs.extend(_load_set(name, (*including, name)))
+        specs.extend(_load_set(name, including))
     if "attacks" in data:
         specs.extend(expand_config(data["attacks"], source))
     check_unique_names(specs, source)
