@@ -262,9 +262,9 @@ def plan_chain(rng: np.random.Generator, n: int) -> list[tuple[str, dict[str, An
 
 @register_attack("chain", n=Int(1, 4))
 def chain(img: Image.Image, rng: np.random.Generator, n: int) -> Image.Image:
-    """``n`` different attacks in a row, drawn from the rng (see :func:`plan_chain`); the size follows them.
+    """``n`` different cheap attacks in a row, drawn from the rng out of CHAIN_POOL; the size follows them.
 
-    The output's ``info["neardup_chain"]`` lists them as JSON ``[[attack, params], ...]``.
+    :func:`plan_chain` tells which; the output's ``info["neardup_chain"]`` lists them as JSON ``[[attack, params], ...]``.
     """
     out = img
     steps = plan_chain(rng, n)
