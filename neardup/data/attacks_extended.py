@@ -264,7 +264,8 @@ def plan_chain(rng: np.random.Generator, n: int) -> list[tuple[str, dict[str, An
 def chain(img: Image.Image, rng: np.random.Generator, n: int) -> Image.Image:
     """``n`` different cheap attacks in a row, drawn from the rng out of CHAIN_POOL; the size follows them.
 
-    :func:`plan_chain` tells which; the output's ``info["neardup_chain"]`` lists them as JSON ``[[attack, params], ...]``.
+    :func:`plan_chain` tells which; the output's ``info["neardup_chain"]`` lists them as JSON
+    ``[[attack, params], ...]``.
     """
     out = img
     steps = plan_chain(rng, n)
