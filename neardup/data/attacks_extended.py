@@ -21,7 +21,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from neardup.data import canvas
-from neardup.data.attacks import ATTACKS, Float, Int, _float, _resize, _to_img, check_params, register_attack
+from neardup.data.attack_registry import ATTACKS, Float, Int, check_params, register_attack
+from neardup.data.attack_registry import resize_to as _resize
+from neardup.data.attack_registry import to_float as _float
+from neardup.data.attack_registry import to_img as _to_img
 
 
 def _scaled(size: tuple[int, int], scale: float) -> tuple[int, int]:
@@ -244,6 +247,8 @@ def plan_chain(rng: np.random.Generator, n: int) -> list[tuple[str, dict[str, An
     ``chain`` calls this first with its own generator, so ``plan_chain(attack_rng(seed, source, name), n)``
     tells which attacks made a query: the same seed gives the same chain.
     """
+    import neardup.data.attacks  # noqa: F401 - the pool's study attacks are registered there (lazy: no cycle)
+
     steps = []
     for i in rng.choice(len(CHAIN_POOL), size=n, replace=False):
         attack, ranges = CHAIN_POOL[int(i)]
