@@ -15,7 +15,9 @@ from neardup.errors import UsageError
 @click.argument("dst", type=click.Path(), required=False)
 @config_option
 @click.option("--attacks", "attack_configs", multiple=True, metavar="NAME|FILE",
-              help="Attack set: built-in 'default' (the study's 58), 'biomedical', or a YAML file. Repeatable.")
+              help="Attack set: built-in 'default' (the study's 58), 'biomedical', 'extended' (overlays, padding, "
+                   "meme, stripes, blending, pixelisation, chains...), 'all' (the three), or a YAML file. "
+                   "Repeatable.")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Same seed, same images.")
 @click.option("--format", "fmt", type=click.Choice(["jpg", "png", "webp"]), default="jpg", show_default=True,
               help="File format of the generated queries.")
@@ -34,7 +36,7 @@ def attack(src: str | None, dst: str | None, attack_configs: tuple[str, ...], se
     queries (and removes those the new manifest does not list).
     """
     from neardup.data.attacks import ATTACKS, check_unique_names
-    from neardup.data.generate import generate_attacks, load_attack_config
+    from neardup.data.generate import builtin_attack_configs, generate_attacks, load_attack_config
 
     sets = list(attack_configs or ("default",))
     specs = [s for c in sets for s in load_attack_config(c)]
@@ -43,6 +45,8 @@ def attack(src: str | None, dst: str | None, attack_configs: tuple[str, ...], se
         for s in specs:
             click.echo(f"{s.name:<28} {s.family:<18} {json.dumps(s.params):<28} {ATTACKS[s.attack].doc}")
         click.echo(f"{len(specs)} attacks")
+        click.echo("built-in sets (--attacks NAME): "
+                   + ", ".join(f"{c} ({len(load_attack_config(c))})" for c in builtin_attack_configs()))
         return
     if not src or not dst:
         raise UsageError("attack needs SRC and DST (or --list)")

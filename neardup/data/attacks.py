@@ -8,18 +8,17 @@ functions serve ``neardup attack`` and the fine-tuning views.
 The original study's 58 attacks are in ``neardup/configs/attacks/default.yaml``
 (noise and blur follow scikit-image's ``random_noise`` and OpenCV's kernel-size
 conventions); the biomedical near-duplicate manipulations (flips, invert,
-perspective, affine, gamma, grayscale) in ``biomedical.yaml``.
+perspective, affine, gamma, grayscale) in ``biomedical.yaml``; the extended families
+(overlays, padding, meme, stripes, blending, pixelisation, chains: :mod:`neardup.data.attacks_extended`)
+in ``extended.yaml``; ``all.yaml`` includes the three.
 """
 
 from __future__ import annotations
 
-import inspect
 import io
-import math
 import re
 import string
 import textwrap
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -28,112 +27,20 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
+from neardup.data.attack_registry import (  # noqa: F401 - re-exported: the registry's public names
+    ATTACKS,
+    BOOL,
+    AttackDef,
+    Float,
+    Int,
+    Param,
+    check_params,
+    register_attack,
+)
+from neardup.data.attack_registry import resize_to as _resize
+from neardup.data.attack_registry import to_float as _float
+from neardup.data.attack_registry import to_img as _to_img
 from neardup.errors import UsageError
-
-
-@dataclass(frozen=True)
-class Param:
-    """The type and valid range of one attack parameter, declared with the attack.
-
-    Ranges keep every configured attack cheap and meaningful (``scale ratio 200`` would make a
-    40000-fold larger image); they are checked when an attack set is loaded, before any image work.
-    """
-
-    kind: type  # int, float or bool
-    lo: float | None = None
-    hi: float | None = None
-    odd: bool = False  # kernel sizes
-
-    def describe(self) -> str:
-        if self.kind is bool:
-            return "true or false"
-        what = "an odd integer" if self.odd else "an integer" if self.kind is int else "a number"
-        return f"{what} in [{self.lo:g}, {self.hi:g}]"
-
-    def problem(self, value: Any) -> str | None:
-        """Why ``value`` is not valid, or None."""
-        if self.kind is bool:
-            return None if isinstance(value, bool) else f"is not {self.describe()}"
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return f"is not {self.describe()}"
-        if self.kind is int and not isinstance(value, int):
-            return f"is not {self.describe()}"
-        if not math.isfinite(value):
-            return "is not a finite number"
-        if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
-            return f"is outside its range [{self.lo:g}, {self.hi:g}]"
-        if self.odd and value % 2 == 0:
-            return f"is not {self.describe()}"
-        return None
-
-
-def Int(lo: int, hi: int, odd: bool = False) -> Param:  # noqa: N802 - reads like a type in declarations
-    return Param(int, lo, hi, odd)
-
-
-def Float(lo: float, hi: float) -> Param:  # noqa: N802
-    return Param(float, lo, hi)
-
-
-BOOL = Param(bool)
-
-
-@dataclass(frozen=True)
-class AttackDef:
-    name: str
-    fn: Callable[..., Image.Image]
-    doc: str
-    params: dict[str, Param] = field(default_factory=dict)
-    required: frozenset[str] = frozenset()
-
-
-ATTACKS: dict[str, AttackDef] = {}
-
-
-def register_attack(name: str, **params: Param) -> Callable[[Callable[..., Image.Image]], Callable[..., Image.Image]]:
-    """Register ``fn`` as attack ``name`` (its family in per-family reports), with its parameters' ranges.
-
-    Every parameter of ``fn`` after ``(img, rng)`` must be declared, so no attack runs unchecked.
-    """
-
-    def deco(fn: Callable[..., Image.Image]) -> Callable[..., Image.Image]:
-        if name in ATTACKS:
-            raise ValueError(f"attack {name!r} registered twice")
-        sig = list(inspect.signature(fn).parameters.values())[2:]
-        if {p.name for p in sig} != set(params):
-            raise ValueError(f"attack {name!r}: declared parameters {sorted(params)} differ from "
-                             f"the function's {[p.name for p in sig]}")
-        required = frozenset(p.name for p in sig if p.default is inspect.Parameter.empty)
-        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        ATTACKS[name] = AttackDef(name, fn, doc, dict(params), required)
-        return fn
-
-    return deco
-
-
-def check_params(attack: str, params: Any) -> None:
-    """Refuse an unknown attack, unknown or missing parameters, wrong types and values out of range.
-
-    Raises:
-        UsageError: one line naming the attack, the parameter, the value and the valid range.
-    """
-    if not isinstance(attack, str) or attack not in ATTACKS:
-        raise UsageError(f"unknown attack {attack!r}; known: {', '.join(sorted(ATTACKS))}")
-    d = ATTACKS[attack]
-    if not isinstance(params, Mapping):
-        raise UsageError(f"attack {attack!r}: params must be a mapping of parameter names to values, got {params!r}")
-    unknown = sorted(str(k) for k in params if k not in d.params)
-    if unknown:
-        known = ", ".join(f"{k} ({p.describe()})" for k, p in d.params.items()) or "none"
-        raise UsageError(f"attack {attack!r} has no parameter {unknown[0]!r}; its parameters: {known}")
-    missing = sorted(d.required - set(params))
-    if missing:
-        raise UsageError(f"attack {attack!r} needs parameter {missing[0]!r} ({d.params[missing[0]].describe()})")
-    for k, v in params.items():
-        why = d.params[k].problem(v)
-        if why:
-            raise UsageError(f"attack {attack!r} parameter {k!r} = {v!r} {why}")
-
 
 #: Characters allowed in an attack instance name (it becomes part of every query's file name).
 NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
@@ -148,19 +55,6 @@ def check_name(name: Any) -> None:
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise UsageError(f"attack name {name!r} is not allowed: use 1-100 of the characters A-Z a-z 0-9 . _ - "
                          "and no leading dot (the name becomes part of each query's file name)")
-
-
-# --------------------------------------------------------------------------- helpers
-def _float(img: Image.Image) -> np.ndarray:
-    return np.asarray(img, dtype=np.float32) / 255.0
-
-
-def _to_img(arr: np.ndarray) -> Image.Image:
-    return Image.fromarray(np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8), "RGB")
-
-
-def _resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
-    return img if img.size == size else img.resize(size, Image.Resampling.BICUBIC)
 
 
 # --------------------------------------------------------------------------- noise
@@ -353,7 +247,7 @@ def _perspective_coeffs(src: np.ndarray, dst: np.ndarray) -> list[float]:
     return np.linalg.solve(np.asarray(a, dtype=np.float64), src.reshape(8).astype(np.float64)).tolist()
 
 
-@register_attack("perspective", distortion=Float(0, 0.5))
+@register_attack("perspective", distortion=Float(0, 0.9))
 def perspective(img: Image.Image, rng: np.random.Generator, distortion: float) -> Image.Image:
     """Random perspective: each corner moves inward by up to ``distortion`` of the side."""
     w, h = img.size
@@ -480,3 +374,8 @@ def expand_config(entries: Any, source: str = "attack config") -> list[AttackSpe
             raise UsageError(f"{source}: {exc}") from None
     check_unique_names(specs, source)
     return specs
+
+
+# The extended families (overlays, padding, meme, stripes, blend, pixelate, chains) register themselves on import:
+# importing this module gives the complete registry. They import only attack_registry, so there is no import cycle.
+from neardup.data import attacks_extended  # noqa: E402, F401

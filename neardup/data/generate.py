@@ -61,32 +61,63 @@ def builtin_attack_configs() -> list[str]:
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_attack_config(name_or_path: str | os.PathLike = "default") -> list[AttackSpec]:
-    """Checked attack instances from a built-in set name (``default``, ``biomedical``) or a YAML file.
+#: The keys of an attack set file: ``include`` (built-in set names, loaded first) and ``attacks`` (entries).
+SET_KEYS = ("include", "attacks")
 
-    Every instance is checked here (names, parameter types and ranges), so a bad set fails at once,
-    before any image is read or any worker process starts.
+
+def _builtin_text(name: str) -> str:
+    return (resources.files("neardup") / "configs" / "attacks" / f"{name}.yaml").read_text("utf-8")
+
+
+def load_attack_config(name_or_path: str | os.PathLike = "default") -> list[AttackSpec]:
+    """Checked attack instances from a built-in set (``default``, ``biomedical``, ``extended``, ``all``) or a YAML file.
+
+    A set is ``{include: [built-in names], attacks: [entries]}`` (either key may be left out): ``all.yaml`` is
+    ``include: [default, biomedical, extended]``. Every instance is checked here (names, parameter types and
+    ranges, names unique across the included sets), so a bad set fails at once, before any image is read or
+    any worker process starts.
 
     Raises:
-        UsageError: unknown name; unreadable, non-UTF-8, oversized or malformed YAML; a bad attack set.
+        UsageError: unknown name; unreadable, non-UTF-8, oversized or malformed YAML; a bad attack set; an
+            ``include`` that is not a list of built-in names, or is circular.
     """
+    return _load_set(name_or_path, ())
+
+
+def _load_set(name_or_path: str | os.PathLike, including: tuple[str, ...]) -> list[AttackSpec]:
+    """The set ``name_or_path``, included from the built-in sets ``including`` (outermost first)."""
     p = Path(name_or_path)
+    builtin = builtin_attack_configs()
     if p.suffix in (".yaml", ".yml") or p.exists():
         source = f"attack config {p}"
         text = read_text(p, "attack config", max_bytes=1 << 20)
     else:
-        if str(name_or_path) not in builtin_attack_configs():
+        if str(name_or_path) not in builtin:
             raise UsageError(f"unknown attack config {str(name_or_path)!r}; built-in: "
-                             f"{', '.join(builtin_attack_configs())}, or a path to a .yaml file")
+                             f"{', '.join(builtin)}, or a path to a .yaml file")
         source = f"attack config {name_or_path}"
-        text = (resources.files("neardup") / "configs" / "attacks" / f"{name_or_path}.yaml").read_text("utf-8")
+        text = _builtin_text(str(name_or_path))
+        including = (*including, str(name_or_path))
     data = parse_yaml(text, source)
-    if not isinstance(data, dict) or "attacks" not in data:
-        raise UsageError(f"{source} must be a mapping with an 'attacks' list")
-    extra = sorted(str(k) for k in data if k != "attacks")
+    if not isinstance(data, dict) or not any(k in data for k in SET_KEYS):
+        raise UsageError(f"{source} must be a mapping with an 'attacks' list (and/or an 'include' list)")
+    extra = sorted(str(k) for k in data if k not in SET_KEYS)
     if extra:
-        raise UsageError(f"{source}: unknown key {extra[0]!r} (the only key is 'attacks')")
-    return expand_config(data["attacks"], source)
+        raise UsageError(f"{source}: unknown key {extra[0]!r} (the keys are 'include' and 'attacks')")
+    include = data.get("include", [])
+    if not isinstance(include, list) or ("include" in data and not include):
+        raise UsageError(f"{source}: 'include' must be a non-empty list of built-in set names ({', '.join(builtin)})")
+    specs: list[AttackSpec] = []
+    for name in include:
+        if not isinstance(name, str) or name not in builtin:
+            raise UsageError(f"{source}: 'include' names {name!r}, not a built-in set ({', '.join(builtin)})")
+        if name in including:
+            raise UsageError(f"{source}: 'include' of {name!r} is circular ({' -> '.join((*including, name))})")
+        specs.extend(_load_set(name, including))
+    if "attacks" in data:
+        specs.extend(expand_config(data["attacks"], source))
+    check_unique_names(specs, source)
+    return specs
 
 
 def attack_rng(seed: int, source: str, attack: str) -> np.random.Generator:

@@ -173,13 +173,14 @@ def manifest_from_names(paths: list[Path], root: Path) -> list[ManifestRow]:
     from neardup.data.attacks import ATTACKS
     from neardup.data.generate import load_attack_config
 
-    names = [s.name for cfg in ("default", "biomedical") for s in load_attack_config(cfg)]
+    family_of = {s.name: s.family for s in load_attack_config("all")}
     rows = []
     for p in paths:
-        parsed = parse_query_name(p.stem, names, list(ATTACKS))
+        parsed = parse_query_name(p.stem, list(family_of), list(ATTACKS))
         if parsed is None:
             raise UsageError(f"{p.name}: no manifest.csv in {root} and the name is not <source>_<attack>.<ext>")
         source, attack, family = parsed
+        family = family_of.get(attack, family)  # a built-in instance's own family (blur_heavy_25 -> gaussian_blur)
         rows.append(ManifestRow(str(p.relative_to(root)), source, "", attack, family, json.dumps({})))
     return rows
 
