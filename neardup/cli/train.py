@@ -71,8 +71,8 @@ def _custom() -> dict[str, Any]:
     return {
         "online_attacks": click.option("--online-attacks", is_flag=False, flag_value="default", default=None,
                                        metavar="[SET]", help=HELP["online_attacks"]),
-        "loss": _choice_option("loss", fields["loss"].default, fields["loss"].metadata["choices"]),
-        "miner": _choice_option("miner", fields["miner"].default, fields["miner"].metadata["choices"]),
+        **{name: _choice_option(name, str(fields[name].default), fields[name].metadata["choices"])
+           for name in ("loss", "miner")},
     }
 
 

@@ -109,7 +109,7 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             _check_field(f, types[f.name], getattr(self, f.name))
         sources = self.label_sources
-        if len(sources) > 1 or (not sources and not self.online_attacks):
+        if len(sources) > 1 or (not sources and not self.online_attacks and not self.resume):  # resume: the run's
             raise UsageError("give exactly one of --labels CSV, --class-folders DIR, --labels-from-manifest DIR "
                              f"(got {', '.join(sources) or 'none'}; without labels, --online-attacks makes each "
                              "image its own class)")

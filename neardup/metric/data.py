@@ -112,6 +112,13 @@ class LabelledDataset(Dataset):
         return view, int(self.codes[index])
 
 
+def check_class_count(n_classes: int, m: int, global_batch: int) -> None:
+    """Refuse labels with fewer classes than a batch of distinct groups of m needs (global batch / m)."""
+    if n_classes * m < global_batch:
+        raise UsageError(f"a global batch of {global_batch} with --m-per-class {m} needs {global_batch // m} "
+                         f"classes, but the labels have {n_classes}: lower --batch-size or raise --m-per-class")
+
+
 class ClassBalancedSampler(Sampler):
     """m images of each of (global batch / m) classes per global batch: pytorch-metric-learning's
     ``MPerClassSampler`` (classes with fewer than m images are drawn with replacement), made deterministic and
@@ -134,10 +141,7 @@ class ClassBalancedSampler(Sampler):
         self.m, self.batch_size, self.seed, self.rank, self.world = m, batch_size, seed, rank, world_size
         self.epoch = 0
         global_batch = batch_size * world_size
-        n_classes = len(np.unique(self.codes))
-        if n_classes * m < global_batch:
-            raise UsageError(f"a global batch of {global_batch} with --m-per-class {m} needs {global_batch // m} "
-                             f"classes, but the labels have {n_classes}: lower --batch-size or raise --m-per-class")
+        check_class_count(len(np.unique(self.codes)), m, global_batch)
         samples = max(samples, global_batch)
         self.pml = MPerClassSampler(self.codes, m, batch_size=global_batch, length_before_new_iter=samples)
         self.classes = list(self.pml.labels)  # pml shuffles its list in place: each epoch restarts from this order

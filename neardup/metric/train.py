@@ -22,7 +22,13 @@ from neardup.data.labels import Labels
 from neardup.extract.models.trained import EmbeddingHead, EmbeddingNet, export_trained
 from neardup.extract.registry import ModelCfg, scaled_resize
 from neardup.metric.config import TrainConfig
-from neardup.metric.data import ClassBalancedSampler, LabelledDataset, check_readable, training_labels
+from neardup.metric.data import (
+    ClassBalancedSampler,
+    LabelledDataset,
+    check_class_count,
+    check_readable,
+    training_labels,
+)
 from neardup.metric.objectives import LOSSES, MINERS, NO_MINER
 from neardup.simclr.config import run_settings
 from neardup.simclr.engine import Evaluator, RunConfig, TrainReport, fit, retrieval_validator
@@ -151,6 +157,7 @@ def load_training_labels(cfg: TrainConfig) -> Labels:
         found.check(2, why=cfg.pair_reason())
     else:
         found.check(1)
+    check_class_count(len(found.names), cfg.m_per_class, cfg.batch_size * dist.env_info().world_size)
     check_readable(found.paths)
     if cfg.val_labels:
         from neardup.metric.validate import read_labels

@@ -66,14 +66,21 @@ def class_scores(features: np.ndarray, codes: np.ndarray) -> ClassScores:
 
 
 def read_labels(src: str) -> Labels:
-    """Labels from one path: a CSV file, an attack folder (with manifest.csv) or a folder of class folders."""
+    """``--val-labels``: a CSV file, an attack folder (with manifest.csv) or a folder of class folders.
+
+    Raises:
+        UsageError: what the labels reader refuses, prefixed with ``--val-labels``.
+    """
     p = Path(src)
-    if p.is_file():
-        return load_labels(labels=src)
-    if (p / "manifest.csv").is_file():
-        return load_labels(manifest=src)
-    if p.is_dir():
-        return load_labels(class_folders=src)
+    try:
+        if p.is_file():
+            return load_labels(labels=src)
+        if (p / "manifest.csv").is_file():
+            return load_labels(manifest=src)
+        if p.is_dir():
+            return load_labels(class_folders=src)
+    except UsageError as exc:
+        raise UsageError(f"--val-labels: {exc}") from None
     raise UsageError(f"--val-labels {src}: not a labels CSV, an attack folder or a folder of class folders")
 
 

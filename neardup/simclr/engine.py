@@ -2,7 +2,8 @@
 
 A :class:`~neardup.simclr.task.Task` supplies what differs between kinds of training: the data loader,
 the head put on the encoder, the loss and the exported feature network (SimCLR's NT-Xent on two views in
-:mod:`neardup.simclr.train`; labelled metric learning in :mod:`neardup.metric.train`). The engine supplies the rest, once:
+:mod:`neardup.simclr.train`; labelled metric learning in :mod:`neardup.metric.train`). The engine supplies
+the rest, once:
 device, AMP, DDP, gradient accumulation, the warm-up + cosine schedule, NaN stop, JSONL/TensorBoard logs,
 validation (retrieval on an attacked set, or a task's own), exports (best.pt, last.pt, encoders/), atomic
 checkpoints and exact resume.
@@ -14,9 +15,10 @@ Pieces, each usable alone: :func:`build`, :func:`train_one_epoch`, :func:`valida
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch

@@ -1,4 +1,4 @@
-"""Encoders trained with labels by `neardup train`, with their embedding head: ``--model trained --weights RUN/best.pt``.
+"""Encoders trained with labels by `neardup train`, with their embedding head (``--model trained --weights FILE``).
 
 The file (format ``neardup.trained/1``) is a ``neardup.finetuned/1`` record (base model name, crop, encoder
 state dict) plus the embedding head: ``embed_dim``, ``head_layers`` and ``head_state_dict``. It is read with
