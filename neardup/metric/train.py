@@ -49,20 +49,21 @@ class MetricCriterion(torch.nn.Module):
     def __init__(self, loss: Any, miner: Any = None, name: str = "loss", world_size: int = 1):
         super().__init__()
         self.name, self.world_size = name, world_size
+        self.loss, self.miner = loss, miner  # registered as is: the state dict is the same in every world size
+        self._run: tuple[Any, Any] = (loss, miner)  # what forward calls (not registered: no second state dict key)
         if world_size > 1:
             from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, DistributedMinerWrapper
 
             for p in loss.parameters():
                 p.register_hook(lambda g: g / world_size)
-            loss = DistributedLossWrapper(loss)
-            miner = None if miner is None else DistributedMinerWrapper(miner)
-        self.loss, self.miner = loss, miner
+            self._run = (DistributedLossWrapper(loss), None if miner is None else DistributedMinerWrapper(miner))
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """embeddings: (B, P) float; labels: (B,) int64 class codes. Returns the loss and its log entries
         (the loss under its own name; ``mined``: the tuples the miner kept)."""
-        indices = None if self.miner is None else self.miner(embeddings, labels)
-        loss = self.loss(embeddings, labels, indices)
+        loss_fn, miner = self._run
+        indices = None if miner is None else miner(embeddings, labels)
+        loss = loss_fn(embeddings, labels, indices)
         parts = {self.name: float(loss.detach()) / self.world_size}
         if indices is not None:
             parts["mined"] = float(len(indices[0]))

@@ -46,10 +46,12 @@ class Task(Protocol):
         ...
 
     def build_loss(self, distributed: bool) -> torch.nn.Module:
-        """The criterion; its parameters (if any: class proxies...) are trained with the head and checkpointed.
+        """The criterion; its parameters (if any: class proxies...) are trained at the run's ``loss_lr`` (else
+        ``head_lr``) and checkpointed.
 
         ``distributed``: it must use the other ranks' embeddings (NT-Xent: ``gather_distributed``;
-        pytorch-metric-learning: ``DistributedLossWrapper``, which also keeps a loss's own parameters in sync).
+        pytorch-metric-learning: ``DistributedLossWrapper``). The engine averages the gradients of the loss's own
+        parameters over the ranks, as DDP does the model's, so they stay identical on every rank.
         """
         ...
 

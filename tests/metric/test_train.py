@@ -168,3 +168,42 @@ def test_bad_labels_are_refused_with_one_line_and_nothing_written(tiny_model, tm
     fmt = [str(a).format(d=d) if isinstance(a, str) else a for a in args]
     expect_error("train", d, "--out", tmp_path / "run", *FAST, *fmt, message=message.format(d=d))
     assert not (tmp_path / "run").exists()
+
+
+def _ddp_rank(rank: int, world: int, port: int, kw: dict, result: dict) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    from neardup.metric.train import TrainConfig, train
+    from tests.metric.conftest import register_tiny
+
+    register_tiny()
+    try:
+        result[rank] = train(TrainConfig(**kw), show_progress=False).steps
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_processes_train_like_one_with_the_global_batch(tiny_model, class_folders, tmp_path):
+    """DDP (gloo, 2 ranks x 4 images) ends with the weights of one process on the same batches of 8."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    kw = {"images": str(class_folders), "class_folders": str(class_folders), "model": "tiny_metric_net",
+          "image_size": 32, "m_per_class": 2, "workers": 0, "freeze_stages": 0, "embed_dim": 12, "warmup_epochs": 0.0,
+          "epochs": 2, "loss": "proxy-anchor", "miner": "batch-hard", "device": "cpu", "online_attacks": "default"}
+    _train(class_folders, tmp_path / "one", "--class-folders", class_folders, "--epochs", 2, "--loss", "proxy-anchor",
+           "--online-attacks", "--device", "cpu")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = mp.Manager().dict()
+    mp.spawn(_ddp_rank, args=(2, port, {**kw, "out": str(tmp_path / "two"), "batch_size": 4}, result), nprocs=2,
+             join=True)
+    assert result[0] == result[1] == 4
+    a, b = (load_checkpoint(tmp_path / r / "checkpoint.pt") for r in ("one", "two"))
+    for key in ("encoder", "head", "criterion"):
+        for k in a[key]:
+            assert torch.allclose(a[key][k], b[key][k], atol=1e-5), (key, k)
