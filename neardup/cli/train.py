@@ -102,5 +102,5 @@ def train_cmd(ctx: click.Context, images: str, out: str, **kw: Any) -> None:
     before = next((h for h in report.history if h["epoch"] == -1), None)
     if before and report.best:
         keys = ("precision@1", "MAP@R") if "precision@1" in before else ("recall@1", "muAP")
-        change = ", ".join(f"{k} {before[k]:.4f} -> {report.best[k]:.4f}" for k in keys)
+        change = ", ".join(f"{k.replace('mu', 'µ')} {before[k]:.4f} -> {report.best[k]:.4f}" for k in keys)
         click.echo(f"validation ({before['n_queries']} queries): {change} (before -> best epoch {report.best_epoch})")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import torch
@@ -172,10 +171,3 @@ class ClassBalancedSampler(Sampler):
             lo = start + self.rank * b
             for draw in range(lo, lo + b):
                 yield full[draw], draw
-
-
-def describe(found: Labels) -> dict[str, Any]:
-    """A short record of the training set for the run's log: images, classes, smallest and largest class."""
-    counts = found.counts()
-    return {"images": len(found), "classes": len(counts), "smallest_class": min(counts.values()),
-            "largest_class": max(counts.values()), "labels": found.source}
