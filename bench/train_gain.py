@@ -12,8 +12,9 @@ bsds (instance level): the 200 BSDS500 training photos and their 58 attacks (`ne
     recall@1 and µAP overall and per attack family, against the pretrained model.
 
 Every step is a neardup command, printed before it runs; a step whose output is complete is skipped, and an
-interrupted training resumes (--resume), so re-running the script continues where it stopped. Figures and ratios
-printed at the end come from this run's files; result.json holds them.
+interrupted training resumes (--resume), so re-running the script continues where it stopped (other settings
+need another --out: finished steps are not redone). Figures and ratios printed at the end come from this run's
+files; result.json holds them.
 
 Usage: python bench/train_gain.py [--part digits|bsds|all] [--out out/bench_train] [--epochs 10]
        [--bsds-epochs 6] [--finetune-epochs 30] [--epoch-samples 1920] [--data BSDS500_DIR] [--workers N]
