@@ -9,6 +9,7 @@ CPU. A plain single process never initialises anything.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -72,3 +73,18 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
+    """Average these parameters' gradients over the ranks (what DDP does for the model's), in place.
+
+    Why: a loss's own parameters (class proxies) live outside the DDP model; averaging keeps them identical
+    on every rank. A no-op when not distributed.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    world = dist.get_world_size()
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(world)

@@ -20,6 +20,7 @@ from neardup.cli.extract import extract, models
 from neardup.cli.finetune import evaluate_cmd, finetune_cmd
 from neardup.cli.index import index_group, query_cmd
 from neardup.cli.search import plot_cmd, report, search
+from neardup.cli.train import train_cmd
 
 
 @click.group(cls=NeardupGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -29,7 +30,7 @@ def main() -> None:
 
 
 for _command in (attack, extract, models, convert, search, report, plot_cmd, index_group, query_cmd, cluster,
-                 finetune_cmd, evaluate_cmd, evaluate_retrieval_cmd, embed_map_cmd, dedup):
+                 finetune_cmd, evaluate_cmd, train_cmd, evaluate_retrieval_cmd, embed_map_cmd, dedup):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -1,7 +1,8 @@
 """``neardup finetune`` and ``neardup evaluate-finetuning``.
 
 The finetune options are generated from :class:`FinetuneConfig`'s fields, so the
-flags, the YAML keys (``--config run.yaml``) and the library stay one list.
+flags, the YAML keys (``--config run.yaml``) and the library stay one list
+(:func:`config_options`; ``neardup train`` makes its options the same way).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ HELP = {
 
 
 def _type(f: dataclasses.Field, base: type) -> Any:
-    """The click type of a FinetuneConfig field, from its metadata (the ranges live only there)."""
+    """The click type of a config field, from its metadata (the ranges live only there)."""
     meta = f.metadata
     if "choices" in meta:
         return click.Choice([str(c) for c in meta["choices"]])
@@ -63,10 +64,10 @@ def _type(f: dataclasses.Field, base: type) -> Any:
     return str
 
 
-def _help(f: dataclasses.Field) -> str:
-    text = HELP.get(f.name, "")
+def _help(f: dataclasses.Field, cls: type, helps: dict[str, str]) -> str:
+    text = helps.get(f.name, "")
     if f.name == "resume":
-        safe = [g.name for g in dataclasses.fields(FinetuneConfig)
+        safe = [g.name for g in dataclasses.fields(cls)
                 if g.metadata.get("resume_safe") and g.name not in ("resume", "overwrite")]
         text = text.format(safe=", ".join("--" + n.replace("_", "-") for n in safe))
     if f.metadata.get("resume_safe") and f.name not in ("resume", "overwrite"):
@@ -74,28 +75,39 @@ def _help(f: dataclasses.Field) -> str:
     return text
 
 
-def _options(fn: Any) -> Any:
-    """One click option per FinetuneConfig field (but IMAGES and --out), typed from the field's metadata."""
-    types = field_types()
-    for f in reversed(dataclasses.fields(FinetuneConfig)):
-        if f.name in ("images", "out"):
-            continue
-        name = "--" + f.name.replace("_", "-")
-        base = types[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if base is bool:
-            opt = click.option(f"{name}/--no-{f.name.replace('_', '-')}", default=default, show_default=True,
-                               help=_help(f))
-        elif base is list:
-            opt = click.option(name, multiple=True, help=_help(f))
-        else:
-            opt = click.option(name, type=_type(f, base), default=default, show_default=default is not None,
-                               help=_help(f))
-        fn = opt(fn)
-    return fn
+def config_options(cls: type, helps: dict[str, str], skip: tuple[str, ...] = ("images", "out"),
+                   custom: dict[str, Any] | None = None) -> Any:
+    """Decorator: one click option per field of the run config ``cls`` (but ``skip``), typed from the field's
+    metadata; ``custom`` maps a field to its own click option (e.g. one with an optional value)."""
+    types = field_types(cls)
+
+    def deco(fn: Any) -> Any:
+        for f in reversed(dataclasses.fields(cls)):
+            if f.name in skip:
+                continue
+            name = "--" + f.name.replace("_", "-")
+            base = types[f.name]
+            default = f.default if f.default is not dataclasses.MISSING else None
+            if custom and f.name in custom:
+                opt = custom[f.name]
+            elif base is bool:
+                opt = click.option(f"{name}/--no-{f.name.replace('_', '-')}", default=default, show_default=True,
+                                   help=_help(f, cls, helps))
+            elif base is list:
+                opt = click.option(name, multiple=True, help=_help(f, cls, helps))
+            else:
+                opt = click.option(name, type=_type(f, base), default=default, show_default=default is not None,
+                                   help=_help(f, cls, helps))
+            fn = opt(fn)
+        return fn
+
+    return deco
 
 
-def _given(ctx: click.Context, names: Any) -> set[str]:
+_options = config_options(FinetuneConfig, HELP)
+
+
+def given_options(ctx: click.Context, names: Any) -> set[str]:
     """The options set on the command line, in the environment or in --config (not click defaults)."""
     from click.core import ParameterSource
 
@@ -118,7 +130,7 @@ def finetune_cmd(ctx: click.Context, images: str, out: str, **kw: Any) -> None:
 
     kw["val_distractors"] = list(kw.get("val_distractors") or [])
     cfg = FinetuneConfig(images=images, out=out, **kw)
-    report = finetune(cfg, given=_given(ctx, ["images", *kw]))
+    report = finetune(cfg, given=given_options(ctx, ["images", *kw]))
     click.echo(f"{report.steps} steps in {report.seconds / 60:.1f} min -> {out}/best.pt")
     before = next((h for h in report.history if h["epoch"] == -1), None)
     if before and report.best:

@@ -1,10 +1,12 @@
 """The training engine: one loop for every way neardup trains an encoder.
 
 A :class:`~neardup.simclr.task.Task` supplies what differs between kinds of training: the data loader,
-the head put on the encoder, and the loss (SimCLR's NT-Xent on two views in :mod:`neardup.simclr.train`;
-a labelled metric-learning loss for the coming ``neardup train``). The engine supplies the rest, once:
+the head put on the encoder, the loss and the exported feature network (SimCLR's NT-Xent on two views in
+:mod:`neardup.simclr.train`; labelled metric learning in :mod:`neardup.metric.train`). The engine supplies
+the rest, once:
 device, AMP, DDP, gradient accumulation, the warm-up + cosine schedule, NaN stop, JSONL/TensorBoard logs,
-retrieval validation, encoder exports (best.pt, last.pt, encoders/), atomic checkpoints and exact resume.
+validation (retrieval on an attacked set, or a task's own), exports (best.pt, last.pt, encoders/), atomic
+checkpoints and exact resume.
 
 Pieces, each usable alone: :func:`build`, :func:`train_one_epoch`, :func:`validate`, :func:`end_epoch`
 (exports + :func:`~neardup.simclr.checkpoint.save_checkpoint`) and the thin loop :func:`fit`.
@@ -13,6 +15,7 @@ Pieces, each usable alone: :func:`build`, :func:`train_one_epoch`, :func:`valida
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,12 +30,12 @@ from neardup.extract.registry import ModelCfg
 from neardup.io_utils import atomic_write_json
 from neardup.progress import progress as progress_bar
 from neardup.simclr.checkpoint import Progress, restore, save_checkpoint
-from neardup.simclr.model import EncoderWithHead, export_encoder, freeze_batchnorm, freeze_stages, load_encoder
+from neardup.simclr.model import EncoderWithHead, freeze_batchnorm, freeze_stages, load_encoder
 from neardup.simclr.optim import build_optimizer, build_scheduler, scaled_lr
 from neardup.simclr.rundir import CHECKPOINT
 from neardup.simclr.runlog import JsonlLogger
-from neardup.simclr.task import LoaderSpec, Task
-from neardup.simclr.validate import ValidationScores, Validator
+from neardup.simclr.task import Evaluator, LoaderSpec, Scores, Task
+from neardup.simclr.validate import Validator
 
 
 class NonFiniteLoss(UsageError):
@@ -40,7 +43,11 @@ class NonFiniteLoss(UsageError):
 
 
 class RunConfig(Protocol):
-    """The settings the engine reads (FinetuneConfig has them all)."""
+    """The settings the engine reads (FinetuneConfig and TrainConfig have them all).
+
+    A config may also have ``loss_lr``, the learning rate of the loss's own parameters (class proxies); without
+    it (finetune: NT-Xent has none) they train at ``head_lr``.
+    """
 
     out: str
     model: str
@@ -146,10 +153,11 @@ def build(cfg: RunConfig, task: Task, info: dist.DistInfo) -> TrainParts:
 
     criterion = task.build_loss(info.enabled).to(device)
     batch = cfg.batch_size * info.world_size * cfg.accumulate
-    trained_head = torch.nn.ModuleList([model.head, criterion]) if any(
-        p.requires_grad for p in criterion.parameters()) else model.head
-    optimizer = build_optimizer(model.encoder, trained_head, cfg.optimizer, scaled_lr(cfg.lr, batch, cfg.lr_scaling),
-                                scaled_lr(cfg.head_lr, batch, cfg.lr_scaling), cfg.weight_decay, cfg.momentum)
+    loss_lr = getattr(cfg, "loss_lr", None)
+    optimizer = build_optimizer(model.encoder, model.head, cfg.optimizer, scaled_lr(cfg.lr, batch, cfg.lr_scaling),
+                                scaled_lr(cfg.head_lr, batch, cfg.lr_scaling), cfg.weight_decay, cfg.momentum,
+                                loss=criterion, lr_loss=None if loss_lr is None else scaled_lr(loss_lr, batch,
+                                                                                               cfg.lr_scaling))
     scheduler = build_scheduler(optimizer, round(cfg.warmup_epochs * steps_per_epoch), steps_per_epoch * cfg.epochs)
     ddp_model: torch.nn.Module = model
     if info.enabled:
@@ -213,12 +221,14 @@ def train_one_epoch(parts: TrainParts, task: Task, cfg: RunConfig, epoch: int, s
         losses.append(float(loss.detach()))
         if (i + 1) % cfg.accumulate:
             continue
+        if parts.info.enabled:  # DDP averages the model's gradients; the loss's own parameters are averaged here
+            dist.average_gradients(parts.criterion.parameters())
+        lr_now = opt.param_groups[0]["lr"]  # the rate this step runs at (the scheduler then sets the next one's)
         parts.scaler.step(opt)
         parts.scaler.update()
         opt.zero_grad(set_to_none=True)
         parts.scheduler.step()
         step += 1
-        lr_now = opt.param_groups[0]["lr"]
         now = time.perf_counter()
         logger.log({"epoch": epoch, "step": step, "loss": losses[-1], "lr": lr_now, **loss_parts,
                     "images_per_s": n_step / (now - t_step), "elapsed": now - t_epoch}, step)
@@ -231,40 +241,49 @@ def train_one_epoch(parts: TrainParts, task: Task, cfg: RunConfig, epoch: int, s
     return EpochStats(epoch, step, float(np.mean(losses)), n_imgs, time.perf_counter() - t_epoch)
 
 
-def validate(validator: Validator, parts: TrainParts) -> ValidationScores:
-    """The encoder's retrieval scores on the validation set (main process; no collectives)."""
-    return validator.evaluate(parts.model.encoder, parts.mcfg)
+def validate(validator: Evaluator, parts: TrainParts, task: Task) -> Scores:
+    """The task's feature network scored on the validation set (main process; no collectives)."""
+    network, mcfg = task.feature_network(parts.model, parts.mcfg)
+    return validator.evaluate(network, mcfg)
 
 
-def note_scores(progress: Progress, epoch: int, scores: ValidationScores, parts: TrainParts, out: Path,
+def note_scores(progress: Progress, epoch: int, scores: Scores, parts: TrainParts, task: Task, out: Path,
                 keep_encoders: bool) -> None:
-    """Record a validated epoch in the history; export its encoder, and best.pt when it beats the best."""
+    """Record a validated epoch in the history; export its network, and best.pt when it ranks above the best."""
     s = scores.to_dict()
     progress.history.append({"epoch": epoch, **s})
     if keep_encoders:
-        export_encoder(out / "encoders" / f"epoch_{epoch + 1:03d}.pt", parts.model.encoder, parts.mcfg,
-                       {"epoch": epoch + 1})
-    best = progress.best
-    if best is None or (s["recall@1"], s["muAP"]) > (best["recall@1"], best["muAP"]):
+        task.export(out / "encoders" / f"epoch_{epoch + 1:03d}.pt", parts.model, parts.mcfg, {"epoch": epoch + 1})
+    keys = scores.rank_keys
+    if progress.best is None or tuple(s[k] for k in keys) > tuple(progress.best[k] for k in keys):
         progress.best, progress.best_epoch = s, epoch + 1
-        export_encoder(out / "best.pt", parts.model.encoder, parts.mcfg, {"epoch": epoch + 1, **s})
+        task.export(out / "best.pt", parts.model, parts.mcfg, {"epoch": epoch + 1, **s})
 
 
-def end_epoch(parts: TrainParts, progress: Progress, record: dict[str, Any], out: Path, logger: JsonlLogger,
-              settings: dict[str, Any], validated: bool) -> None:
+def end_epoch(parts: TrainParts, task: Task, progress: Progress, record: dict[str, Any], out: Path,
+              logger: JsonlLogger, settings: dict[str, Any], validated: bool) -> None:
     """Main process: log the epoch, export last.pt (and best.pt without validation), then the checkpoint."""
     logger.log(record, progress.step)
-    export_encoder(out / "last.pt", parts.model.encoder, parts.mcfg, {"epoch": progress.epoch + 1})
+    task.export(out / "last.pt", parts.model, parts.mcfg, {"epoch": progress.epoch + 1})
     if not validated:  # no validation set: the last epoch is the best we know
-        export_encoder(out / "best.pt", parts.model.encoder, parts.mcfg, {"epoch": progress.epoch + 1})
+        task.export(out / "best.pt", parts.model, parts.mcfg, {"epoch": progress.epoch + 1})
     save_checkpoint(out / CHECKPOINT, parts, progress, settings)
 
 
+def retrieval_validator(cfg: RunConfig) -> Evaluator | None:
+    """recall@1 / µAP on ``--val-queries`` (an attacked folder) against ``--val-database`` (None without them)."""
+    if not (cfg.val_queries and cfg.val_database):
+        return None
+    return Validator(cfg.val_queries, cfg.val_database, cfg.val_distractors, cfg.val_max_queries, cfg.seed)
+
+
 def fit(cfg: RunConfig, task: Task, info: dist.DistInfo, state: dict[str, Any] | None, settings: dict[str, Any],
-        show_progress: bool = True) -> TrainReport:
+        show_progress: bool = True,
+        make_validator: Callable[[RunConfig], Evaluator | None] = retrieval_validator) -> TrainReport:
     """Train ``task`` for ``cfg.epochs`` (from ``state``, a loaded checkpoint, when resuming); writes summary.json.
 
     ``settings`` is the run's config as recorded in each checkpoint. The caller has claimed ``cfg.out``.
+    ``make_validator`` builds the validation set on the main process (None: no validation).
     """
     t_start = time.perf_counter()
     out = Path(cfg.out)
@@ -273,12 +292,10 @@ def fit(cfg: RunConfig, task: Task, info: dist.DistInfo, state: dict[str, Any] |
     state = None
     start_epoch = progress.epoch + 1
     logger = JsonlLogger(out, info.is_main)
-    validator = None
-    if cfg.val_queries and cfg.val_database and info.is_main:
-        validator = Validator(cfg.val_queries, cfg.val_database, cfg.val_distractors, cfg.val_max_queries, cfg.seed)
+    validator = make_validator(cfg) if info.is_main else None
     try:
         if validator is not None and start_epoch == 0:
-            before = validate(validator, parts)
+            before = validate(validator, parts, task)
             logger.log({"epoch": -1, "step": 0, **before.prefixed()}, 0)
             progress.history.append({"epoch": -1, **before.to_dict()})
         for epoch in range(start_epoch, cfg.epochs):
@@ -286,12 +303,12 @@ def fit(cfg: RunConfig, task: Task, info: dist.DistInfo, state: dict[str, Any] |
             progress.epoch, progress.step = epoch, stats.step
             record = stats.record()
             if validator is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
-                scores = validate(validator, parts)
+                scores = validate(validator, parts, task)
                 record.update(scores.prefixed())
-                note_scores(progress, epoch, scores, parts, out, cfg.keep_encoders)
+                note_scores(progress, epoch, scores, parts, task, out, cfg.keep_encoders)
             dist.barrier()  # validation is rank-0 only and uses no collectives: the others wait here
             if info.is_main:
-                end_epoch(parts, progress, record, out, logger, settings, validated=validator is not None)
+                end_epoch(parts, task, progress, record, out, logger, settings, validated=validator is not None)
             dist.barrier()
             if cfg.max_steps and progress.step >= cfg.max_steps:
                 break

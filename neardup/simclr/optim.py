@@ -42,10 +42,18 @@ def scaled_lr(base_lr: float, batch_size: int, rule: str) -> float:
 
 
 def build_optimizer(encoder: torch.nn.Module, head: torch.nn.Module, name: str, lr_encoder: float, lr_head: float,
-                    weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
-    """LARS (lightly), AdamW or Adam, with encoder and head at their own learning rates."""
+                    weight_decay: float, momentum: float = 0.9, loss: torch.nn.Module | None = None,
+                    lr_loss: float | None = None) -> torch.optim.Optimizer:
+    """LARS (lightly), AdamW or Adam, with encoder, head and loss parameters at their own learning rates.
+
+    ``loss``: a criterion with parameters (class proxies, centres: ProxyAnchor, SoftTriple, ArcFace), trained
+    at ``lr_loss`` (default: ``lr_head``); proxy losses usually want a far larger rate than the encoder.
+    """
     groups = []
-    for mod, lr in ((encoder, lr_encoder), (head, lr_head)):
+    parts = [(encoder, lr_encoder), (head, lr_head)]
+    if loss is not None:
+        parts.append((loss, lr_head if lr_loss is None else lr_loss))
+    for mod, lr in parts:
         decay, no_decay = split_decay(mod)
         groups.append({"params": decay, "lr": lr, "weight_decay": weight_decay, "base_lr": lr})
         groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "base_lr": lr})
@@ -63,8 +71,14 @@ def build_optimizer(encoder: torch.nn.Module, head: torch.nn.Module, name: str, 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int,
                     total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up then cosine decay (lightly's CosineWarmupScheduler), stepped once per iteration."""
+    """Linear warm-up then cosine decay (lightly's CosineWarmupScheduler), stepped once per iteration.
+
+    Optimizer step ``k`` (0-based) runs at the schedule's value ``k``, so the run's steps are 0 .. total-1.
+    lightly's schedule reaches its floor (0) at its last index, ``max_epochs - 1``: given ``total_steps``
+    it would run the final step at lr 0, a wasted step. With ``total_steps + 1`` the floor falls just after
+    the last step, and every step trains.
+    """
     from lightly.utils.scheduler import CosineWarmupScheduler
 
-    return CosineWarmupScheduler(optimizer, warmup_epochs=warmup_steps, max_epochs=max(total_steps, warmup_steps + 1),
-                                 end_value=0.0)
+    return CosineWarmupScheduler(optimizer, warmup_epochs=warmup_steps,
+                                 max_epochs=max(total_steps, warmup_steps) + 1, end_value=0.0)

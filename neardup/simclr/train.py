@@ -21,14 +21,14 @@ from neardup.simclr.engine import NonFiniteLoss, TrainReport, fit
 from neardup.simclr.loss import ContrastiveObjective
 from neardup.simclr.model import simclr_head
 from neardup.simclr.rundir import Given, open_run_on_all_ranks
-from neardup.simclr.task import LoaderSpec, ModelOutput, distributed_loader
+from neardup.simclr.task import EncoderOnly, LoaderSpec, ModelOutput, distributed_loader
 from neardup.simclr.views import TwoViewDataset, ViewConfig, ViewMaker
 
 #: The report of a finetune run (summary.json).
 FinetuneReport = TrainReport
 
 
-class ContrastiveTask:
+class ContrastiveTask(EncoderOnly):
     """SimCLR on near-duplicate views: a batch is (view 0, view 1) of B images; NT-Xent pulls each pair together.
 
     Reference: Chen et al., A Simple Framework for Contrastive Learning of Visual Representations, ICML 2020.

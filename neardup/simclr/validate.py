@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -32,6 +32,8 @@ class ValidationScores:
     muAP: float
     n_queries: int
     per_family: dict[str, dict[str, float]]
+    #: how the engine ranks epochs for best.pt (see :class:`neardup.simclr.task.Scores`)
+    rank_keys: ClassVar[tuple[str, ...]] = ("recall@1", "muAP")
 
     def to_dict(self) -> dict[str, Any]:
         """The keys of the log, the history and best.pt: recall@1, recall@10, mAP, muAP, n_queries, per_family."""

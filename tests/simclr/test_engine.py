@@ -12,7 +12,7 @@ from neardup.dist import DistInfo
 from neardup.simclr.checkpoint import load_checkpoint
 from neardup.simclr.config import FinetuneConfig
 from neardup.simclr.engine import build, fit
-from neardup.simclr.task import LoaderSpec, ModelOutput, distributed_loader
+from neardup.simclr.task import EncoderOnly, LoaderSpec, ModelOutput, distributed_loader
 
 
 class Labelled(Dataset):
@@ -43,7 +43,7 @@ class ProxyLoss(torch.nn.Module):
         return loss, {"proxy": float(loss.detach())}
 
 
-class LabelledTask:
+class LabelledTask(EncoderOnly):
     def build_head(self, num_features: int) -> torch.nn.Module:
         return torch.nn.Linear(num_features, 16)
 
