@@ -110,7 +110,7 @@ class FeatureCache:
             store = store_cls.open(root)
             require_same_space([mine, store.space], [f"--model {self.model}", f"feature folder {root}"])
             for r, p in enumerate(store.paths):
-                sha = wanted.get(os.path.normpath(os.path.abspath(p)))
+                sha = wanted.get(os.path.realpath(p))
                 if sha is not None and sha not in known:
                     known[sha] = ("ok", (str(Path(root).resolve()), r))
 

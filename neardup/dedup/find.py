@@ -139,9 +139,11 @@ class DedupResult:
 
 # ---------------------------------------------------------------------------------------------------- inputs
 def collect_paths(inputs: list[str], stores: list[Path] | None = None) -> list[str]:
-    """Absolute, normalised image paths of folders, list files and feature folders, each once, sorted.
+    """Real paths (symlinks resolved) of the images of folders, list files and feature folders, each once, sorted.
 
-    Feature folders (``neardup extract`` outputs) are appended to ``stores``: their vectors are reused.
+    Why real paths: a symlink and its target are one file, not two copies; reporting them as duplicates would let
+    ``apply --delete`` remove the data a kept link points to. Feature folders (``neardup extract`` outputs) are
+    appended to ``stores``: their vectors are reused.
     """
     from neardup.extract.pipeline import collect_inputs, is_extraction
 
@@ -155,7 +157,7 @@ def collect_paths(inputs: list[str], stores: list[Path] | None = None) -> list[s
                 stores.append(Path(src))
         else:
             paths, _, _ = collect_inputs(src)
-        seen.update(os.path.normpath(os.path.abspath(p)) for p in paths)
+        seen.update(os.path.realpath(p) for p in paths)
     return sorted(seen)
 
 

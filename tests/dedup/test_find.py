@@ -91,7 +91,7 @@ def test_add_gives_the_groups_of_a_full_scan(tmp_path: Path, photo_source: Path,
     parts = sorted((tmp_path / "inc" / "features").glob("part-*.json"))
     assert len(parts) == 2  # the second part holds only the new contents
     new = json.loads(parts[1].read_text())["paths"]
-    assert {Path(p).parent for p in new} == {b} and len(new) == len(made) - 1  # copy_exact's bytes were known
+    assert {Path(p).parent for p in new} == {b.resolve()} and len(new) == len(made) - 1  # copy_exact's bytes were known
     summary = json.loads((tmp_path / "inc" / "summary.json").read_text())
     assert summary["inputs"] == [str(a), str(b)]
     with pytest.raises(UsageError, match="--add needs an earlier scan"):
@@ -187,3 +187,13 @@ def test_feature_folders_are_reused_not_extracted_again(tmp_path: Path, collecti
     extract_features(folder, tmp_path / "hashes", ExtractConfig(model="phash"), show_progress=False)
     with pytest.raises(UsageError, match="phash"):
         find_duplicates([str(tmp_path / "hashes")], tmp_path / "scan2", DedupConfig(threshold=T), extractor=lite0)
+
+
+def test_a_symlink_is_not_a_copy_of_its_target(tmp_path: Path, collection, lite0) -> None:
+    folder, made = collection
+    target = folder / "p05_immunohistochemistry.jpg"
+    (folder / "link.jpg").symlink_to(target)
+    r = find_duplicates([str(folder)], tmp_path / "scan", DedupConfig(threshold=T), extractor=lite0)
+    assert names(r) == expected(made)  # the link is its target: one file, in no group
+    assert sum(Path(f.path) == target.resolve() for f in r.files) == 1
+    assert not any(Path(f.path).name == "link.jpg" for f in r.files)
