@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+#: similarities of the pair-tail check
+TAIL = (0.6, 0.7, 0.75, 0.8)
 #: density of the distribution check: nearest neighbour among this many vectors (all the real photos)
 MATCH_N = 300
 
@@ -94,6 +96,23 @@ def group_stats(labels: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
             "largest_share": round(float(sizes.max() / len(labels)), 6),
             "largest_unrelated": largest_mixed, "largest_unrelated_share": round(largest_mixed / len(labels), 6),
             "in_groups": int(sizes[sizes > 1].sum())}
+
+
+def pair_tail(X: np.ndarray) -> np.ndarray:
+    """Share of the pairs of rows of ``X`` whose cosine similarity is at least each of :data:`TAIL`."""
+    sims = (X @ X.T)[np.triu_indices(len(X), 1)]
+    return np.array([np.mean(sims >= t) for t in TAIL])
+
+
+def hubness(X: np.ndarray, k: int = 5) -> tuple[float, float]:
+    """(largest k-occurrence, its skewness): how often a row is among the others' k nearest (Radovanovic et al.,
+    "Hubs in space", JMLR 2010): a few rows near everything make star groups grow."""
+    from scipy.stats import skew
+
+    S = X @ X.T
+    np.fill_diagonal(S, -np.inf)
+    occ = np.bincount(np.argpartition(-S, k, axis=1)[:, :k].ravel(), minlength=len(X))
+    return float(occ.max()), float(skew(occ))
 
 
 def nn_similarity(X: np.ndarray) -> np.ndarray:
@@ -169,17 +188,28 @@ def stage_fit(args: argparse.Namespace) -> None:
     plain = next(r for r in rows if r[3] == 0.0)
     model = fit_model(pc, best[1], best[2], best[3])
     q_sub = nn_quantiles(model.sample, MATCH_N // 3, 20, args.seed + 1)
-    head = "  ".join(f"q{int(q * 100):02d}" for q in QUANTILES)
+    head = "  ".join(f"{f'q{int(q * 100):02d}':>5s}" for q in QUANTILES)
     print(f"nearest-neighbour cosine similarity among {len(R)} vectors (real: BSDS train + val photos)")
-    print(f"{'':44s} {head}   max |diff|")
+    print(f"{'':44s} {head}  max |diff|")
     print(f"{'real photos':44s} " + "  ".join(f"{v:.3f}" for v in real))
-    for label, r in (("best plain low-rank Gaussian", plain), ("best scale mixture (chosen)", best)):
-        print(f"{label + f' rank {r[1]} res {r[2]} spread {r[3]}':44s} " + "  ".join(f"{v:.3f}" for v in r[4])
-              + f"   {r[0]:.3f}")
+    for label, r in (("gaussian", plain), ("mixture", best)):
+        print(f"{label + f' (rank {r[1]}, residual {r[2]}, spread {r[3]})':44s} "
+              + "  ".join(f"{v:.3f}" for v in r[4]) + f"   {r[0]:.3f}")
     print(f"at a third of the density (nearest among {MATCH_N // 3}, 20 draws):")
     print(f"{'real photos':44s} " + "  ".join(f"{v:.3f}" for v in real_sub))
-    print(f"{'chosen model':44s} " + "  ".join(f"{v:.3f}" for v in q_sub)
+    print(f"{'mixture':44s} " + "  ".join(f"{v:.3f}" for v in q_sub)
           + f"   {float(np.abs(q_sub - real_sub).max()):.3f}")
+    rng = np.random.default_rng(args.seed + 2)
+    models = {"mixture": fit_model(pc, best[1], best[2], best[3]), "gaussian": fit_model(pc, plain[1], plain[2], 0.0)}
+    shape = {"real photos": (pair_tail(R), hubness(R))}
+    for name, m in models.items():
+        shape[name] = (pair_tail(m.sample(3000, rng)),
+                       tuple(np.mean([hubness(m.sample(len(R), rng)) for _ in range(10)], axis=0)))
+    print(f"share of pairs at or above a similarity, and hubness among {len(R)} (how often the most popular "
+          f"vector is among the others' 5 nearest; skewness of that count):")
+    print(f"{'':14s} " + "  ".join(f">={t:<7g}" for t in TAIL) + "  max N5  skew")
+    for name, (tail, hub) in shape.items():
+        print(f"{name:14s} " + "  ".join(f"{v:9.2e}" for v in tail) + f"  {hub[0]:6.1f}  {hub[1]:4.2f}")
     args.out.mkdir(parents=True, exist_ok=True)
     for name, r in (("mixture", best), ("gaussian", plain)):
         m = fit_model(pc, r[1], r[2], r[3])
@@ -190,7 +220,9 @@ def stage_fit(args: argparse.Namespace) -> None:
         "spread": best[3], "model": best[4].round(4).tolist(), "max_diff": round(best[0], 4),
         "plain": {"rank": plain[1], "residual": plain[2], "q": plain[4].round(4).tolist(),
                   "max_diff": round(plain[0], 4)},
-        "third_density": {"real": real_sub.round(4).tolist(), "model": q_sub.round(4).tolist()}})
+        "third_density": {"real": real_sub.round(4).tolist(), "model": q_sub.round(4).tolist()},
+        "pair_tail": {"at": TAIL, **{k: v[0].tolist() for k, v in shape.items()}},
+        "hubness_max_n5_skew": {k: [round(float(x), 3) for x in v[1]] for k, v in shape.items()}})
     print(f"fit: peak memory {peak_gb():.2f} GB")
 
 
@@ -232,7 +264,8 @@ def stage_make(args: argparse.Namespace) -> None:
             "transform": None, "output_dim": real["num_features"],
             "synthetic": {"generator": "bench/dedup_scale.py", "seed": args.seed + 7}}
     atomic_write_json(out / "meta.json", meta)
-    print(f"make: {args.n} {args.distractors} distractors in {len(shards)} float16 shards, {time.perf_counter() - t0:.1f} s; "
+    print(f"make: {args.n} {args.distractors} distractors in {len(shards)} float16 shards, "
+          f"{time.perf_counter() - t0:.1f} s; "
           f"peak memory {peak_gb():.2f} GB")
 
 
@@ -303,7 +336,8 @@ def stage_large(args: argparse.Namespace) -> None:
     res["threads"] = os.environ.get("OMP_NUM_THREADS")
     res["distractors"] = args.distractors
     write_json(args.out / f"large_{args.distractors}_{args.n}.json", res)
-    print(f"large ({args.distractors} distractors): {res['n']} vectors ({len(truth)} real), threshold {t:.4f}, k {args.k}: k-NN {res['knn_s']} s, "
+    print(f"large ({args.distractors} distractors): {res['n']} vectors ({len(truth)} real), threshold {t:.4f}, "
+          f"k {args.k}: k-NN {res['knn_s']} s, "
           f"groups {res['group_s']} s, total {res['total_s']} s; peak memory {res['peak_gb']:.2f} GB "
           f"({res['load_before']} before, {res['load_after']} after, OMP_NUM_THREADS={res['threads']})")
     for name in ("star", "plain"):

@@ -191,11 +191,14 @@ class FeatureCache:
                 pos_in_part[(name, r)] = k
         dim = next(iter(pieces.values())).shape[1] if pieces else 0
         X = np.empty((len(order), dim), dtype=np.float32)
-        content_row = {}
         for i, sha in enumerate(order):
             name, r = known[sha][1]
             X[i] = pieces[name][pos_in_part[(name, r)]]
-            content_row[sha] = i
+        return self._vectors(X, files, known, order, metric, model)
+
+    def _vectors(self, X: np.ndarray | StoredRows, files: list[FileInfo], known: dict[str, tuple[str, Any]],
+                 order: list[str], metric: str, model: str) -> ContentVectors:
+        content_row = {sha: i for i, sha in enumerate(order)}
         row = np.array([content_row.get(f.sha256, -1) for f in files], dtype=np.int64)
         reasons = {i: str(known.get(f.sha256, ("bad", "not extracted"))[1]) for i, f in enumerate(files)
                    if row[i] < 0}
@@ -219,16 +222,10 @@ class FeatureCache:
             shards.extend(part_shards)
         shard = np.empty(len(order), dtype=np.int32)
         row_in = np.empty(len(order), dtype=np.int64)
-        content_row = {}
         for i, sha in enumerate(order):
             name, r = known[sha][1]
             shard[i], row_in[i] = where[name][0][r], where[name][1][r]
-            content_row[sha] = i
-        row = np.array([content_row.get(f.sha256, -1) for f in files], dtype=np.int64)
-        reasons = {i: str(known.get(f.sha256, ("bad", "not extracted"))[1]) for i, f in enumerate(files)
-                   if row[i] < 0}
-        return ContentVectors(StoredRows(shards, shard, row_in), row, order, metric or "cosine",
-                              model or self.model, reasons)
+        return self._vectors(StoredRows(shards, shard, row_in), files, known, order, metric, model)
 
 
 def remove_cache_owned() -> tuple[str, ...]:
