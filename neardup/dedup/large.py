@@ -277,11 +277,12 @@ def ivf_knn(V: np.ndarray, k: int, nprobe: int = NPROBE, seed: int = 0,
 def edge_similarities(X: StoredRows, rows: np.ndarray, cols: np.ndarray, chunk: int = BLOCK // 2) -> np.ndarray:
     """Cosine similarity of each edge (rows[e], cols[e]) on the full rows, each pair scored once (an edge and its
     reverse are one pair), reading at most 2 x ``chunk`` rows at a time."""
-    lo, hi = np.minimum(rows, cols), np.maximum(rows, cols)
-    pairs, which = np.unique(np.c_[lo, hi], axis=0, return_inverse=True)
-    sims = np.empty(len(pairs), dtype=np.float32)
-    for start in range(0, len(pairs), chunk):
-        a, b = pairs[start:start + chunk, 0], pairs[start:start + chunk, 1]
+    n = int(max(rows.max(initial=0), cols.max(initial=0))) + 1
+    keys, which = np.unique(np.minimum(rows, cols).astype(np.int64) * n + np.maximum(rows, cols),
+                            return_inverse=True)
+    sims = np.empty(len(keys), dtype=np.float32)
+    for start in range(0, len(keys), chunk):
+        a, b = np.divmod(keys[start:start + chunk], n)
         ends, inverse = np.unique(np.r_[a, b], return_inverse=True)
         V = X.take(ends)
         sims[start:start + chunk] = np.einsum("ij,ij->i", V[inverse[:len(a)]], V[inverse[len(a):]])
