@@ -208,7 +208,7 @@ def group_contents(X: np.ndarray | StoredRows, sims: np.ndarray, nbrs: np.ndarra
     memory.
     """
     from neardup.dedup.grouping import guarded_groups
-    from neardup.dedup.large import RESCORE_MARGIN, StoredRows, edge_similarities, guarded_by_component
+    from neardup.dedup.large import RESCORE_MARGIN, edge_similarities, guarded_by_component
 
     if isinstance(X, StoredRows):
         r, c, _ = edges(sims, nbrs, threshold - RESCORE_MARGIN)

@@ -24,7 +24,7 @@ import numpy as np
 
 from neardup.errors import UsageError
 
-#: dimensions of the vectors the k-NN search and the star guard use above ``exact_limit``
+#: dimensions of the projection the k-NN search uses above ``exact_limit`` (it only ranks candidates)
 SEARCH_DIM = 128
 #: rows the projection is fitted on (a seeded sample beyond that)
 PCA_SAMPLE = 20_000
@@ -161,13 +161,13 @@ class StoredRows:
             stop = min(start + size, len(self))
             yield start, stop, self.take(np.arange(start, stop))
 
-    # ------------------------------------------------------------------ the vectors k-NN and grouping use
+    # ------------------------------------------------------------------ the vectors the k-NN search uses
     def search_vectors(self, dim: int | None = SEARCH_DIM, sample: int = PCA_SAMPLE, seed: int = 0,
                        show_progress: bool = False) -> np.ndarray:
         """The rows projected to ``dim`` dimensions (:class:`Projection`), (n, dim) float32; computed once.
 
-        No projection (the unit rows themselves) when ``dim`` is None, at least the feature width, or more
-        than there are rows to fit it on.
+        No projection (the unit rows themselves) when ``dim`` is None or at least the feature width, or when
+        there are fewer rows than ``dim`` to fit it on.
         """
         key = (dim, sample, seed)
         if key not in self._search:
