@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from neardup.dedup.inventory import FileInfo
+from neardup.dedup.large import StoredRows
 from neardup.errors import UsageError
 from neardup.io_utils import atomic_write_json, atomic_write_text, read_json_object
 
@@ -27,9 +28,11 @@ class ContentVectors:
     """Unit-norm float32 features, one row per distinct readable content.
 
     ``row[i]`` is the row of file ``i`` (-1: unreadable, with ``reasons[i]``); ``sha[r]`` the content of row r.
+    ``X`` is in memory, or for a large collection rows read from the parts on demand
+    (:class:`neardup.dedup.large.StoredRows`).
     """
 
-    X: np.ndarray
+    X: np.ndarray | StoredRows
     row: np.ndarray
     sha: list[str]
     metric: str
@@ -129,8 +132,14 @@ class FeatureCache:
         extract_features(listing.with_suffix(".txt"), listing.with_suffix(""), cfg, extractor=self.extractor(),
                          show_progress=show_progress)
 
-    def vectors(self, files: list[FileInfo], show_progress: bool = False) -> ContentVectors:
-        """Unit features of every distinct content of ``files``, extracting the ones no part holds yet."""
+    def vectors(self, files: list[FileInfo], show_progress: bool = False,
+                stream_above: int | None = None) -> ContentVectors:
+        """Unit features of every distinct content of ``files``, extracting the ones no part holds yet.
+
+        Args:
+            stream_above: above this many contents the features are not loaded: ``X`` reads them from the parts
+                when asked (None: always loaded).
+        """
         from neardup.extract.store import FeatureStore
 
         self.root.mkdir(parents=True, exist_ok=True)
@@ -151,7 +160,7 @@ class FeatureCache:
             atomic_write_json(part, {"paths": [wanted[s] for s in shas], "sha256": shas})
             self._extract(part, show_progress)
             known.update(self._read_part(FeatureStore, part))
-        return self._assemble(files, known, FeatureStore)
+        return self._assemble(files, known, FeatureStore, stream_above)
 
     def _index(self, store_cls: Any, show_progress: bool) -> dict[str, tuple[str, Any]]:
         """sha256 -> ("ok", (part, row)) or ("bad", reason), finishing any part a killed run left unfinished."""
@@ -179,7 +188,8 @@ class FeatureCache:
                 out.setdefault(sha_of[p], ("bad", str(s.get("reason", "unreadable"))))
         return out
 
-    def _assemble(self, files: list[FileInfo], known: dict[str, tuple[str, Any]], store_cls: Any) -> ContentVectors:
+    def _assemble(self, files: list[FileInfo], known: dict[str, tuple[str, Any]], store_cls: Any,
+                  stream_above: int | None = None) -> ContentVectors:
         rows_by_part: dict[str, list[int]] = {}
         order: list[str] = []  # distinct readable contents, in first-file order
         seen: set[str] = set()
@@ -189,6 +199,8 @@ class FeatureCache:
                 seen.add(f.sha256)
                 order.append(f.sha256)
                 rows_by_part.setdefault(where[0], []).append(where[1])
+        if stream_above is not None and len(order) > stream_above:
+            return self._streamed(files, known, order, rows_by_part, store_cls)
         pieces: dict[str, np.ndarray] = {}
         metric = model = ""
         for name, rows in rows_by_part.items():
@@ -203,15 +215,41 @@ class FeatureCache:
                 pos_in_part[(name, r)] = k
         dim = next(iter(pieces.values())).shape[1] if pieces else 0
         X = np.empty((len(order), dim), dtype=np.float32)
-        content_row = {}
         for i, sha in enumerate(order):
             name, r = known[sha][1]
             X[i] = pieces[name][pos_in_part[(name, r)]]
-            content_row[sha] = i
+        return self._vectors(X, files, known, order, metric, model)
+
+    def _vectors(self, X: np.ndarray | StoredRows, files: list[FileInfo], known: dict[str, tuple[str, Any]],
+                 order: list[str], metric: str, model: str) -> ContentVectors:
+        content_row = {sha: i for i, sha in enumerate(order)}
         row = np.array([content_row.get(f.sha256, -1) for f in files], dtype=np.int64)
         reasons = {i: str(known.get(f.sha256, ("bad", "not extracted"))[1]) for i, f in enumerate(files)
                    if row[i] < 0}
         return ContentVectors(X, row, order, metric or "cosine", model or self.model, reasons)
+
+    def _streamed(self, files: list[FileInfo], known: dict[str, tuple[str, Any]], order: list[str],
+                  rows_by_part: dict[str, list[int]], store_cls: Any) -> ContentVectors:
+        """The contents as :class:`StoredRows` over the parts' shards: nothing but their locations is loaded."""
+        from neardup.dedup.large import Shard
+
+        shards: list[Shard] = []
+        where: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # part -> (shard, row in shard) of each part row
+        metric = model = ""
+        for name in rows_by_part:
+            store = store_cls.open(self.root / name)
+            metric, model = store.metric, store.model
+            part_shards = Shard.of_store(store)
+            counts = [s.rows for s in part_shards]
+            where[name] = (np.repeat(np.arange(len(shards), len(shards) + len(part_shards)), counts),
+                           np.concatenate([np.arange(c) for c in counts]) if counts else np.zeros(0, np.int64))
+            shards.extend(part_shards)
+        shard = np.empty(len(order), dtype=np.int32)
+        row_in = np.empty(len(order), dtype=np.int64)
+        for i, sha in enumerate(order):
+            name, r = known[sha][1]
+            shard[i], row_in[i] = where[name][0][r], where[name][1][r]
+        return self._vectors(StoredRows(shards, shard, row_in), files, known, order, metric, model)
 
 
 def remove_cache_owned() -> tuple[str, ...]:

@@ -26,6 +26,7 @@ import numpy as np
 
 from neardup.dedup.calibrate import Calibration
 from neardup.dedup.inventory import FileInfo
+from neardup.dedup.large import StoredRows
 from neardup.errors import UsageError
 
 SCHEMA = "neardup.dedup/1"
@@ -171,12 +172,25 @@ def _scan(paths: list[str], out: Path, show_progress: bool) -> list[FileInfo]:
 
 
 # ---------------------------------------------------------------------------------------------------- stages
-def knn(X: np.ndarray, k: int, exact_limit: int, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(similarities, indices) of each row's ``k`` nearest rows, itself included; -1 where none was found."""
+def knn(X: np.ndarray | StoredRows, k: int, exact_limit: int,
+        show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, indices) of each row's ``k`` nearest rows, itself included; -1 where none was found.
+
+    Exact (flat) up to ``exact_limit`` rows, IVF above. Rows streamed from the feature stores
+    (:class:`~neardup.dedup.large.StoredRows`) are searched in their projection, list by list
+    (:func:`~neardup.dedup.large.ivf_knn`); their similarities are then the projection's, which
+    :func:`group_contents` scores again on the full rows near the threshold.
+    """
     from neardup.clustering.neighbors import knn_graph
+    from neardup.dedup.large import ivf_knn
 
     if len(X) == 0:
         return np.zeros((0, 0), dtype=np.float32), np.zeros((0, 0), dtype=np.int64)
+    if isinstance(X, StoredRows):
+        V = X.search_vectors(show_progress=show_progress)
+        if len(X) > exact_limit:
+            return ivf_knn(V, k, show_progress=show_progress)
+        X = V
     index = "flat" if len(X) <= exact_limit else f"IVF{int(4 * np.sqrt(len(X)))},Flat"
     D, idx = knn_graph(X, min(k, len(X)), "cosine", index, show_progress=show_progress)
     return np.where(idx >= 0, 1.0 - D, -np.inf).astype(np.float32), idx
@@ -190,17 +204,29 @@ def edges(sims: np.ndarray, nbrs: np.ndarray, threshold: float) -> tuple[np.ndar
     return r[keep], c[keep], s[keep]
 
 
-def group_contents(X: np.ndarray, sims: np.ndarray, nbrs: np.ndarray, threshold: float,
+def group_contents(X: np.ndarray | StoredRows, sims: np.ndarray, nbrs: np.ndarray, threshold: float,
                    centre_margin: float) -> np.ndarray:
-    """Group label of each content row (star-guarded components of the threshold graph)."""
-    from neardup.dedup.grouping import guarded_groups
+    """Group label of each content row (star-guarded components of the threshold graph).
 
+    Streamed rows were searched in a projection: their edges within
+    :data:`~neardup.dedup.large.RESCORE_MARGIN` of the threshold are scored again on the full rows, and the
+    centre checks read the full rows of each group, one component at a time
+    (:func:`~neardup.dedup.large.guarded_by_component`), so groups are decided on the same similarities as in
+    memory.
+    """
+    from neardup.dedup.grouping import guarded_groups
+    from neardup.dedup.large import RESCORE_MARGIN, edge_similarities, guarded_by_component
+
+    if isinstance(X, StoredRows):
+        r, c, _ = edges(sims, nbrs, threshold - RESCORE_MARGIN)
+        return guarded_by_component(len(X), r, c, edge_similarities(X, r, c), threshold, X.take,
+                                    threshold - centre_margin)
     r, c, s = edges(sims, nbrs, threshold)
     return guarded_groups(len(X), r, c, s, threshold, lambda i, js: X[js] @ X[i],
                           centre_threshold=threshold - centre_margin, dense=lambda js: X[js] @ X[js].T)
 
 
-def calibrate(X: np.ndarray, paths: list[str], shas: list[str], sims: np.ndarray, nbrs: np.ndarray,
+def calibrate(X: np.ndarray | StoredRows, paths: list[str], shas: list[str], sims: np.ndarray, nbrs: np.ndarray,
               extractor: Callable[[], Any], cfg: DedupConfig, out: Path, show_progress: bool = False) -> Calibration:
     """The threshold reaching ``cfg.precision`` on the collection's own positives and hard negatives.
 
@@ -285,7 +311,7 @@ def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfi
     if extractor is not None:
         cache.use_extractor(extractor)
     cache.adopt(stores)
-    vec = cache.vectors(files, show_progress)
+    vec = cache.vectors(files, show_progress, stream_above=cfg.exact_limit)
     X, row = vec.X, vec.row
     first_file = {int(r): i for i, r in reversed(list(enumerate(row.tolist()))) if r >= 0}
     content_paths = [files[first_file[r]].path for r in range(len(X))]

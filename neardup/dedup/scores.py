@@ -20,11 +20,14 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from neardup.progress import progress
+
+if TYPE_CHECKING:
+    from neardup.dedup.large import StoredRows
 
 CACHE = "calibration.npz"
 
@@ -63,8 +66,9 @@ def _quadrants(img: Any) -> tuple[Any, Any]:
     return img.crop((0, 0, max(1, w // 2), max(1, h // 2))), img.crop((w // 2, h // 2, w, h))
 
 
-def score_sample(X: np.ndarray, paths: list[str], rows: np.ndarray, extractor: Any, attacks: str, copies: int,
-                 seed: int, batch_size: int = 32, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def score_sample(X: np.ndarray | StoredRows, paths: list[str], rows: np.ndarray, extractor: Any, attacks: str,
+                 copies: int, seed: int, batch_size: int = 32,
+                 show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(positive scores, decoy scores) of the sampled ``rows`` (``paths[r]`` is a file of content row r)."""
     import torch
 
