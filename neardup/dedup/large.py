@@ -328,13 +328,17 @@ def guarded_by_component(n: int, rows: np.ndarray, cols: np.ndarray, sims: np.nd
             V = vectors(m)
             sub = guarded_groups(len(m), np.searchsorted(m, rows[e]), np.searchsorted(m, cols[e]), sims[e],
                                  threshold, _dot(V), centre_threshold=centre_threshold,
-                                 dense=lambda js, V=V: V[js] @ V[js].T)
+                                 dense=_gram(V))
             labels[m] = m[np.unique(sub, return_index=True)[1]][sub]
     return renumber(labels)
 
 
 def _dot(V: np.ndarray) -> Callable[[int, np.ndarray], np.ndarray]:
     return lambda i, js: V[js] @ V[i]
+
+
+def _gram(V: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda js: V[js] @ V[js].T
 
 
 def renumber(labels: np.ndarray) -> np.ndarray:

@@ -139,7 +139,8 @@ def test_guard_per_component_is_the_guard_on_the_whole_graph(seed: int) -> None:
     settings = [(float(np.quantile(s, q)), m) for q in (0.6, 0.8, 0.9) for m in (0.0, 0.1, 0.3)]
     for t, margin in settings:
         bound = t - margin
-        want = guarded_groups(len(V), r, c, s, t, lambda i, js: V[js] @ V[i], centre_threshold=bound)
+        want = guarded_groups(len(V), r, c, s, t, lambda i, js: V[js] @ V[i], centre_threshold=bound,
+                              dense=lambda js: V[js] @ V[js].T)
         got = guarded_by_component(len(V), r, c, s, t, lambda idx: V[idx], bound)
         assert np.array_equal(got, want)
         keep = s >= t
