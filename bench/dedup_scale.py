@@ -406,7 +406,7 @@ def main() -> None:
     ap.add_argument("--threshold-from", default="out/bench_dedup/scan/summary.json",
                     help="summary.json of the small-scale calibrated scan (bench/dedup_quality.py)")
     ap.add_argument("--k", type=int, default=20)
-    ap.add_argument("--centre-margin", type=float, default=0.1)
+    ap.add_argument("--centre-margin", type=float, default=0.2, help="the dedup default")
     ap.add_argument("--exact-limit", type=int, default=100_000)
     ap.add_argument("--shard-size", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
