@@ -453,6 +453,8 @@ def extract_like_index(meta: IndexMeta, images: str | os.PathLike | Sequence[str
                          f"file they were extracted with (RUN_DIR/best.pt from neardup finetune)")
     paths, problems = _input_paths(images)
     pre = meta.preprocessing or {}
+    if engine == "auto" and FeatureSpace.of_index(meta).quantization:  # int8 features: query with the int8 engine
+        engine = "onnx-int8"
     ext = create_extractor(name, weights=weights, device=device, engine=engine,
                            input_size=pre.get("input_size") or None, resize_size=pre.get("resize_size") or None)
     require_same_space([FeatureSpace.of_index(meta), FeatureSpace.of_extractor(ext)],
