@@ -73,7 +73,8 @@ def extract(images: str, model: str | None, out: str, weights: str | None, batch
 
     given: dict[str, Any] = {
         "model": model, "weights": weights, "batch_size": batch_size, "workers": workers, "device": device,
-        "amp": amp, "engine": engine, "calibration": calibration, "input_size": input_size, "layer": layer, "compile": compile_,
+        "amp": amp, "engine": engine, "calibration": calibration, "input_size": input_size, "layer": layer,
+        "compile": compile_,
         "shard_size": shard_size, "dtype": dtype, "globs": tuple(globs) or None, "max_pixels": max_pixels,
         "normalize": normalize, "whiten": whiten, "whiten_sample": whiten_sample,
         "transform_from": transform_from, "overwrite": overwrite}

@@ -92,14 +92,15 @@ def freeze_same_padding(model: torch.nn.Module, input_size: int) -> torch.nn.Mod
     for h in hooks:
         h.remove()
     for name, size in sizes.items():
-        old = model.get_submodule(name)
-        pad = pad_same_arg(list(size), list(old.weight.shape[-2:]), list(old.stride), list(old.dilation))
+        old: Any = model.get_submodule(name)
+        left, right, top, bottom = pad_same_arg(list(size), list(old.weight.shape[-2:]), list(old.stride),
+                                                list(old.dilation))
         conv = torch.nn.Conv2d(old.in_channels, old.out_channels, old.kernel_size, old.stride, 0, old.dilation,
                                old.groups, old.bias is not None)
         conv.load_state_dict(old.state_dict())
         parent, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, leaf,
-                torch.nn.Sequential(torch.nn.ZeroPad2d(pad), conv))
+                torch.nn.Sequential(torch.nn.ZeroPad2d((left, right, top, bottom)), conv))
     return model
 
 

@@ -134,7 +134,8 @@ def _job_record(extractor: Extractor, paths: list[str], shard_size: int, dtype: 
     weights = getattr(extractor, "weights_path", None)
     return {"job_schema": JOB_SCHEMA, "model": d["model"], "weights_sha256": file_sha256(weights) if weights else None,
             "feature_layer": d["feature_layer"], "num_features": d["num_features"], "preprocessing": d["preprocessing"],
-            "amp": d["amp"], "quantization": d.get("quantization"), "dtype": dtype, "max_pixels": max_pixels, "globs": sorted(globs),
+            "amp": d["amp"], "quantization": d.get("quantization"), "dtype": dtype, "max_pixels": max_pixels,
+            "globs": sorted(globs),
             "shard_size": shard_size, "n_inputs": len(paths), "inputs_sha256": digest, **post}
 
 
