@@ -97,7 +97,8 @@ class ScoreNormalization:
         if background is None:
             orphans = [f"--norm-{name}" for name, v in given.items() if v is not None]
             if orphans:
-                raise UsageError(f"{', '.join(orphans)} apply only with --normalize-scores BACKGROUND")
+                verb = "applies" if len(orphans) == 1 else "apply"
+                raise UsageError(f"{', '.join(orphans)} {verb} only with --normalize-scores BACKGROUND")
             return None
         return cls(background, **{name: v for name, v in given.items() if v is not None}).validate()
 

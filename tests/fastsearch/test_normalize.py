@@ -153,7 +153,7 @@ def test_a_background_in_another_space_is_refused(retrieval_folders, tmp_path):
     expect_error(*base, "--normalize-scores", other, message="background")
     line = expect_error(*base, "--normalize-scores", other)
     assert "toy2 (16-d)" in line and "feature spaces disagree" in line
-    expect_error(*base, "--norm-k", 3, message="--norm-k apply only with --normalize-scores")
+    expect_error(*base, "--norm-k", 3, message="--norm-k applies only with --normalize-scores")
     expect_error(*base, "--normalize-scores", tmp_path / "missing", message="not found")
     expect_error(*base, "--normalize-scores", f["distractors"], "--norm-k", 101, message="exceeds the 100 vectors")
 
