@@ -1,34 +1,36 @@
-"""Throughput of `neardup extract` against what the same cores allow.
+"""Throughput and retrieval quality of the extraction engines (torch, onnx fp32, onnx int8), from one run.
 
-Measured in one run, on the same images and batches:
-  decode   : load_image + preprocessing alone, one process (s/img)
-  forward  : the bare model forward on the preprocessed batches, same engine (s/img)
-  pipeline : extract_features end to end (DataLoader workers, shards), model already loaded
-  limit    : 1 / (decode + forward) per image: what these cores can do if nothing overlaps on a
-             CPU where decoding and the forward share the cores; on a GPU the limit is the
-             slower of the two, and that is printed too.
+For each engine, on the same images and batches:
+  forward  : the bare network forward on preprocessed batches (img/s; best of --rounds, the engines timed
+             in turn within each round, so a load change on a shared machine hits them alike)
+  pipeline : `neardup extract` end to end (DataLoader workers decoding, the forward, shards) on the
+             5800 BSDS val attack queries, model already loaded (img/s)
+  R@1, µAP : exact cosine search of those queries in the 100 val photos (`neardup search exact`)
+and the int8 / fp32 ratios. `decode` is decoding + preprocessing alone, one process: the pipeline cannot
+beat 1 / (decode + forward) per image on a CPU where both share the cores. Without the BSDS photos (or
+with --no-quality) only the forward is measured, on --images.
 
-Usage: python bench/extract_throughput.py [--images DIR] [--n 200] [--megapixels 0|12] [--engine auto]
+Usage: python bench/extract_throughput.py [--data BSDS500_DIR] [--work out/bench_engines]
+       [--engines torch,onnx,onnx-int8] [--megapixels 12] [--no-quality]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from bsds_attacks import default_data, scores, val_attacks
 
-import neardup._compat  # noqa: F401
 from neardup.data.images import list_images, load_image
 from neardup.extract.config import ExtractConfig
 from neardup.extract.pipeline import extract_features
 from neardup.extract.registry import create_extractor
-
-BSDS_VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "bsds500" / "val"
 
 
 def make_large(paths: list[Path], out: Path, megapixels: float) -> list[Path]:
@@ -47,72 +49,99 @@ def make_large(paths: list[Path], out: Path, megapixels: float) -> list[Path]:
     return res
 
 
+def forward_rates(extractors: dict, batches: list[torch.Tensor], rounds: int) -> dict[str, float]:
+    """img/s of each extractor's ``encode`` over ``batches``: best of ``rounds``, engines interleaved."""
+    n = sum(len(b) for b in batches)
+    best = dict.fromkeys(extractors, 0.0)
+    for ext in extractors.values():
+        ext.encode(batches[0])  # warm-up
+    for _ in range(rounds):
+        for name, ext in extractors.items():
+            t0 = time.perf_counter()
+            for b in batches:
+                ext.encode(b)
+            best[name] = max(best[name], n / (time.perf_counter() - t0))
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=Path, default=BSDS_VAL)
-    ap.add_argument("--n", type=int, default=200, help="images to process (the folder is cycled if smaller)")
+    ap.add_argument("--data", type=Path, default=default_data(), help="BSDS500 folder (train/, val/)")
+    ap.add_argument("--work", type=Path, default=Path("out/bench_engines"), help="the attack queries, reused")
+    ap.add_argument("--images", type=Path, default=None, help="images for the forward timing [default: BSDS val]")
+    ap.add_argument("--n", type=int, default=128, help="images for the forward and decode timings")
     ap.add_argument("--model", default="efficientnet_lite0")
-    ap.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"])
+    ap.add_argument("--engines", default="torch,onnx,onnx-int8")
+    ap.add_argument("--calibration", default=None, help="images calibrating onnx-int8 [default: bundled photos]")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--megapixels", type=float, default=0, help="0 = the images as they are; 12 = 12-MP JPEGs")
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-quality", action="store_true", help="skip the pipeline runs and R@1/µAP")
     args = ap.parse_args()
 
-    if not args.images.is_dir():
-        sys.exit(f"images folder not found: {args.images} (pass --images DIR)")
+    engines = args.engines.split(",")
+    images = args.images or args.data / "val"
+    if not images.is_dir():
+        sys.exit(f"images folder not found: {images} (pass --images DIR or --data BSDS500_DIR)")
+    quality = not args.no_quality and (args.data / "val").is_dir()
     tmp = Path(tempfile.mkdtemp(prefix="neardup_bench_"))
-    src = list_images(args.images)
+    try:
+        run(args, engines, images, quality, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, engines: list[str], images: Path, quality: bool, tmp: Path) -> None:
+    load0 = os.getloadavg()[0]
+    exts = {e: create_extractor(args.model, device="cpu", engine=e,
+                                calibration=args.calibration if e == "onnx-int8" else None) for e in engines}
+    src = list_images(images)
     if args.megapixels:
         src = make_large(src[: min(len(src), 40)], tmp / "large", args.megapixels)
-    paths = [src[i % len(src)] for i in range(args.n)]
-    listing = tmp / "list.txt"
-    # duplicates are allowed in a list file only once: cycle through copies named apart
-    if len(set(paths)) < len(paths):
-        link_dir = tmp / "cycled"
-        link_dir.mkdir()
-        uniq = []
-        for i, p in enumerate(paths):
-            q = link_dir / f"{i:06d}{p.suffix}"
-            os.symlink(p.resolve(), q)
-            uniq.append(q)
-        paths = uniq
-    listing.write_text("\n".join(str(p) for p in paths))
-
-    ext = create_extractor(args.model, device=args.device, engine=args.engine)
-    print(f"model {args.model}, engine {ext.engine}, device {ext.device}, torch threads {torch.get_num_threads()}, "
-          f"{args.n} images from {args.images}{f' upscaled to {args.megapixels:g} MP' if args.megapixels else ''}, "
-          f"batch {args.batch_size}")
-
-    # 1. decode + preprocess alone (sorted order, as the pipeline reads them)
-    ordered = sorted(str(p) for p in paths)
+    paths = sorted(str(src[i % len(src)]) for i in range(args.n))
+    first = next(iter(exts.values()))
     t0 = time.perf_counter()
-    tensors = [ext.transform(load_image(p, draft_size=ext.draft_size)) for p in ordered]
-    t_decode = (time.perf_counter() - t0) / len(ordered)
-
-    # 2. bare forward on the same batches (one warm-up batch first)
+    tensors = [first.transform(load_image(p, draft_size=first.draft_size)) for p in paths]
+    t_decode = (time.perf_counter() - t0) / len(paths)
     batches = [torch.stack(tensors[i:i + args.batch_size]) for i in range(0, len(tensors), args.batch_size)]
-    ext.encode(batches[0])
-    t0 = time.perf_counter()
-    for b in batches:
-        ext.encode(b)
-    t_forward = (time.perf_counter() - t0) / len(ordered)
+    forward = forward_rates(exts, batches, args.rounds)
     del tensors, batches
+    print(f"model {args.model}, torch threads {torch.get_num_threads()}, batch {args.batch_size}, forward on "
+          f"{args.n} images from {images}{f' upscaled to {args.megapixels:g} MP' if args.megapixels else ''}; "
+          f"decode+preprocess alone {1 / t_decode:.1f} img/s")
+    print("bare forward (img/s): " + ", ".join(f"{e} {r:.1f}" for e, r in forward.items()), flush=True)
 
-    # 3. the pipeline, model already loaded
-    rep = extract_features(listing, tmp / "out", ExtractConfig(args.model, batch_size=args.batch_size,
-                           workers=args.workers), extractor=ext, show_progress=False)
-    pipe = rep.count / rep.seconds
+    pipeline, result = {}, {}
+    if quality:
+        queries = val_attacks(args.data, args.work, args.workers)
+        for e, ext in exts.items():
+            db, q = tmp / e / "db", tmp / e / "q"
+            cfg = ExtractConfig(args.model, batch_size=args.batch_size, workers=args.workers)
+            extract_features(args.data / "val", db, cfg, extractor=ext, show_progress=False)
+            rep = extract_features(queries, q, cfg, extractor=ext, show_progress=False)
+            pipeline[e] = rep.count / rep.seconds
+            result[e] = scores(db, q).overall
+            print(f"{e}: pipeline {pipeline[e]:.1f} img/s, R@1 {result[e].recall['1']:.4f}, µAP {result[e].muAP:.4f}",
+                  flush=True)
 
-    limit_cpu = 1.0 / (t_decode + t_forward)
-    limit_overlap = 1.0 / max(t_decode, t_forward)
-    print(f"decode+preprocess alone : {1 / t_decode:8.1f} img/s  ({t_decode * 1e3:.1f} ms/img)")
-    print(f"bare model forward      : {1 / t_forward:8.1f} img/s  ({t_forward * 1e3:.1f} ms/img)")
-    print(f"neardup extract pipeline: {pipe:8.1f} img/s")
-    print(f"pipeline / bare forward : {pipe * t_forward:8.3f}")
-    print(f"limit 1/(decode+forward): {limit_cpu:8.1f} img/s -> pipeline reaches {pipe / limit_cpu:.1%} of it")
-    print(f"limit 1/max(decode,fwd) : {limit_overlap:8.1f} img/s (the limit where decoding and the forward use "
-          f"separate hardware, e.g. a GPU) -> {pipe / limit_overlap:.1%}")
+    print(f"{'engine':<10} {'forward':>9} {'pipeline':>9} {'R@1':>7} {'µAP':>7}   (img/s)")
+    for e in engines:
+        pipe = f"{pipeline[e]:9.1f}" if e in pipeline else f"{'-':>9}"
+        q = f"{result[e].recall['1']:7.4f} {result[e].muAP:7.4f}" if e in result else f"{'-':>7} {'-':>7}"
+        print(f"{e:<10} {forward[e]:9.1f} {pipe} {q}")
+    for a, b in (("onnx-int8", "onnx"), ("onnx-int8", "torch"), ("onnx", "torch")):
+        if a in exts and b in exts:
+            line = f"{a} / {b}: forward x{forward[a] / forward[b]:.2f}"
+            if a in pipeline and b in pipeline:
+                d_r1 = result[a].recall["1"] - result[b].recall["1"]
+                line += (f", pipeline x{pipeline[a] / pipeline[b]:.2f}, R@1 {d_r1:+.4f}, "
+                         f"µAP {result[a].muAP - result[b].muAP:+.4f}")
+            print(line)
+    if quality:
+        n = next(iter(result.values())).n_queries
+        print(f"({n} queries: BSDS val x 58 attacks, database the 100 val photos; load average "
+              f"{load0:.1f} -> {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from neardup.cli._common import IndexSpecOption, NeardupGroup, config_option, save_config
+from neardup.cli.search import background_cache, score_norm_options
 from neardup.io_utils import atomic_write_json
 from neardup.outdir import check_out_file
 
@@ -75,11 +76,16 @@ def index_add_cmd(index_dir: str, images: str, device: str | None, weights: str 
 @click.option("--device", default=None, help="Extraction device: auto, cpu or cuda[:N].")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Checkpoint the index's model used.")
 @click.option("--workers", type=click.IntRange(0), default=None, help="Decoding processes.")
+@score_norm_options
 def query_cmd(index_dir: str, images: tuple[str, ...], k: int, nprobe: int | None, ef_search: int | None,
               out: str | None, grid: str | None, device: str | None, weights: str | None,
-              workers: int | None) -> None:
+              workers: int | None, normalize_scores: str | None, norm_k: int | None, norm_beta: float | None,
+              norm_reduction: str | None) -> None:
     """Top-k neighbours of each IMAGE in INDEX_DIR, as JSON (scores: higher = more similar)."""
+    from neardup.fastsearch.normalize import ScoreNormalization
     from neardup.fastsearch.persist import draw_grid, grid_format, query_index
+
+    norm_cfg = ScoreNormalization.from_options(normalize_scores, norm_k, norm_beta, norm_reduction)
 
     if grid:
         grid_format(grid)  # an unknown extension is refused before any extraction
@@ -87,7 +93,8 @@ def query_cmd(index_dir: str, images: tuple[str, ...], k: int, nprobe: int | Non
     if out:
         check_out_file(out, schema="neardup.query/")
     params = {k_: v for k_, v in (("nprobe", nprobe), ("efSearch", ef_search)) if v is not None}
-    result = query_index(index_dir, list(images), k, params, device, weights, workers, show_progress=True)
+    result = query_index(index_dir, list(images), k, params, device, weights, workers, show_progress=True,
+                         normalization=norm_cfg, background_cache=background_cache(out))
     doc = result.to_dict()
     if out:
         atomic_write_json(out, doc)

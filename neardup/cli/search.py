@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,31 @@ from neardup.outdir import check_out_dir, check_out_file, claim_out_dir
 
 #: What `search bench` writes in --out (the output-folder rule's owned files).
 BENCH_OWNED = ("results.json", "config.yaml")
+
+
+def score_norm_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--normalize-scores BACKGROUND`` and its ``--norm-*`` settings (search exact, query)."""
+    options = [
+        click.option("--normalize-scores", "normalize_scores", type=click.Path(), default=None, metavar="BACKGROUND",
+                     help="Subtract from each query's scores its similarity to its nearest neighbours in BACKGROUND "
+                          "(a feature folder, or images extracted like the features), as SSCD and ISC 2021 do: "
+                          "scores of different queries become comparable (µAP, one threshold); a query's own "
+                          "ranking does not change."),
+        click.option("--norm-k", "norm_k", type=click.IntRange(1, 10_000), default=None,
+                     help="Background neighbours per query [default: 3, as SSCD]."),
+        click.option("--norm-beta", "norm_beta", type=click.FloatRange(0, 10), default=None,
+                     help="Weight of the background similarity [default: 1.0]."),
+        click.option("--norm-reduction", "norm_reduction", type=click.Choice(["mean", "kth"]), default=None,
+                     help="mean of the k background similarities (SSCD) or the k-th (ISC 2021) [default: mean]."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def background_cache(out: str | None) -> Path | None:
+    """Where background images are extracted: beside the result file (``res.json`` -> ``res.background/``)."""
+    return Path(out).with_name(f"{Path(out).stem}.background") if out else None
 
 
 @click.group(cls=NeardupGroup)
@@ -28,18 +54,28 @@ def search() -> None:
 @click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the result JSON here.")
 @click.option("--quiet", is_flag=True, help="Do not print the table.")
+@score_norm_options
 def search_exact_cmd(database: str, queries: str, distractors: tuple[str, ...], manifest: str | None,
-                     metric: str | None, k: int, out: str | None, quiet: bool) -> None:
+                     metric: str | None, k: int, out: str | None, quiet: bool, normalize_scores: str | None,
+                     norm_k: int | None, norm_beta: float | None, norm_reduction: str | None) -> None:
     """Exact (faiss Flat) search: recall@1/5/10, mAP and µAP, overall and per attack family."""
+    from neardup.extract.store import FeatureStore
     from neardup.fastsearch.dataset import load_retrieval_set
     from neardup.fastsearch.exact import evaluate, format_table
+    from neardup.fastsearch.normalize import BackgroundNormalizer, ScoreNormalization
 
+    norm_cfg = ScoreNormalization.from_options(normalize_scores, norm_k, norm_beta, norm_reduction)
     if out:
         check_out_file(out, schema="neardup.search.exact/")  # before the work; never a file neardup did not write
     rs = load_retrieval_set(database, queries, distractors, manifest, metric)
+    normalizer = None
+    if norm_cfg is not None:
+        normalizer = BackgroundNormalizer.load(norm_cfg, FeatureStore.open(database).space, rs.metric,
+                                               cache=background_cache(out), transform_from=database,
+                                               show_progress=not quiet, reference=f"database {database}")
     config = {"database": database, "queries": queries, "distractors": list(distractors), "manifest": manifest,
               "metric": rs.metric, "k": k}
-    result = evaluate(rs, k=k, config=config)
+    result = evaluate(rs, k=k, config=config, normalizer=normalizer)
     if out:
         atomic_write_json(out, result.to_dict())
     if not quiet:

@@ -124,7 +124,8 @@ class Extractor(Protocol):
         dtype: numpy dtype of ``encode``'s output (float32 features, or uint8 packed bits).
         device: where ``encode`` runs; draft_size: the JPEG draft size decoding may use (None: full size).
         weights_path: the file the weights came from (its digest identifies an extraction job), or None.
-        engine: what runs the network (torch, onnx; imagehash for hashes).
+        engine: what runs the network (torch, onnx, onnx-int8; imagehash for hashes).
+        quantization: None for float features; the int8 key for ``onnx-int8`` (its own feature space).
     """
 
     cfg: ModelCfg
@@ -144,6 +145,8 @@ class Extractor(Protocol):
     def draft_size(self) -> tuple[int, int] | None: ...
     @property
     def engine(self) -> str: ...
+    @property
+    def quantization(self) -> str | None: ...
     @property
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:
         """PIL image -> one preprocessed tensor (runs in DataLoader workers)."""
@@ -167,6 +170,7 @@ class ExtractorBase:
     device: torch.device = torch.device("cpu")
     amp = "off"
     engine = "torch"
+    quantization: str | None = None
 
     @property
     def name(self) -> str:
@@ -190,7 +194,7 @@ class ExtractorBase:
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "num_features": self.num_features, "metric": self.metric,
                 "dtype": self.dtype_name, "preprocessing": self.preprocessing(), "feature_layer": self.feature_layer,
-                "device": str(self.device), "amp": self.amp, "engine": self.engine}
+                "device": str(self.device), "amp": self.amp, "engine": self.engine, "quantization": self.quantization}
 
 
 # --------------------------------------------------------------------------- networks
@@ -236,8 +240,9 @@ class TorchExtractor(ExtractorBase):
         cfg: the model's config (preprocessing is derived from it).
         model: the feature network, weights loaded.
         device: auto|cpu|cuda[:N] (:func:`resolve_device`). amp: auto|off|fp16|bf16 (:func:`resolve_amp`).
-        engine: torch, onnx, or auto (ONNX Runtime on CPU when installed and its export matches PyTorch
-            within 1e-4; see :mod:`neardup.extract.onnx_engine`). ``compile`` always runs PyTorch.
+        engine: torch, onnx, onnx-int8, or auto (ONNX Runtime on CPU when installed and its export matches
+            PyTorch within 1e-4; see :mod:`neardup.extract.onnx_engine`). ``compile`` always runs PyTorch.
+        calibration: images that calibrate ``onnx-int8`` (None: photos bundled with scikit-image).
         compile: torch.compile the network (worth it on GPUs for long runs).
         channels_last: None = on for CUDA.
         weights_path: the file the weights came from.
@@ -248,12 +253,11 @@ class TorchExtractor(ExtractorBase):
 
     def __init__(self, cfg: ModelCfg, model: nn.Module, *, device: str | None = None, amp: str | None = None,
                  engine: str = "torch", compile: bool = False, channels_last: bool | None = None,
-                 weights_path: str | None = None):
+                 weights_path: str | None = None, calibration: str | None = None):
         from neardup.extract.onnx_engine import OnnxEncoder, onnx_encoder
-        from neardup.extract.registry import ENGINES
+        from neardup.extract.registry import check_engine
 
-        if engine not in ENGINES:
-            raise UsageError(f"unknown --engine {engine!r}; use auto, torch or onnx")
+        check_engine(engine)
         self.cfg = cfg
         self.weights_path = weights_path  # the file the weights came from: its digest identifies a job
         self.device = resolve_device(device)
@@ -268,8 +272,9 @@ class TorchExtractor(ExtractorBase):
         if compile:  # torch.compile: worth it on GPUs for long runs; the first batches pay the compilation
             self.model = torch.compile(self.model)  # type: ignore[assignment]
         else:
-            self.onnx = onnx_encoder(self.model, cfg, self.device, engine)
-        self.engine = "torch" if self.onnx is None else "onnx"
+            self.onnx = onnx_encoder(self.model, cfg, self.device, engine, calibration)
+        self.engine = "torch" if self.onnx is None else self.onnx.engine
+        self.quantization = None if self.onnx is None else self.onnx.quantization
         self.transform = build_transform(cfg)
 
     @property

@@ -13,7 +13,7 @@ from typing import Any
 
 from neardup.data.images import DEFAULT_MAX_PIXELS
 from neardup.errors import UsageError
-from neardup.extract.registry import ENGINES
+from neardup.extract.registry import ENGINES, check_engine
 
 
 def _int_at_least(x: Any, lo: int) -> bool:
@@ -28,7 +28,10 @@ class ExtractConfig:
         model: a registered model name (``neardup models``). weights: its checkpoint (None: the default).
         batch_size: images per forward. workers: decoding processes (None: one per spare core, at most 8).
         device: auto|cpu|cuda[:N]. amp: auto (bf16 on CUDA, off on CPU)|off|fp16|bf16.
-        engine: auto (ONNX Runtime on CPU when its export matches PyTorch within 1e-4)|torch|onnx.
+        engine: auto (ONNX Runtime on CPU when its export matches PyTorch within 1e-4)|torch|onnx|onnx-int8
+            (the statically quantised ONNX graph: faster on CPUs, features in their own space).
+        calibration: images (folder or list file, up to 64 used) that calibrate onnx-int8 (None: photos bundled
+            with scikit-image).
         input_size: crop size override (None: the model's). layer: feature layer, for models with several.
         compile: torch.compile the network (PyTorch engine). shard_size: images per committed shard.
         dtype: stored float dtype (float32|float16). max_pixels: larger images are skipped.
@@ -45,6 +48,7 @@ class ExtractConfig:
     device: str = "auto"
     amp: str = "auto"
     engine: str = "auto"
+    calibration: str | None = None
     input_size: int | None = None
     layer: str | None = None
     compile: bool = False
@@ -76,13 +80,19 @@ class ExtractConfig:
             raise UsageError(f"--whiten must be a positive integer, got {self.whiten!r}")
         if self.dtype not in ("float32", "float16"):
             raise UsageError(f"unknown --dtype {self.dtype!r}; use float32 or float16")
-        if self.engine not in ENGINES:
-            raise UsageError(f"unknown --engine {self.engine!r}; use auto, torch or onnx")
+        if not isinstance(self.engine, str):
+            raise UsageError(f"unknown --engine {self.engine!r}; use {', '.join(ENGINES)}")
+        check_engine(self.engine)
+        if self.calibration is not None and self.engine != "onnx-int8":
+            raise UsageError(f"--calibration applies to --engine onnx-int8, not to --engine {self.engine}")
+        if self.compile and self.engine in ("onnx", "onnx-int8"):
+            raise UsageError(f"--compile runs PyTorch; it does not apply to --engine {self.engine}")
         if self.amp not in (None, "auto", "off", "fp16", "bf16"):
             raise UsageError(f"unknown --amp {self.amp!r}; use auto, off, fp16 or bf16")
         if isinstance(self.globs, str) or not all(isinstance(g, str) for g in self.globs):
             raise UsageError(f"--glob must be a list of patterns, got {self.globs!r}")
-        for flag, path in (("--weights", self.weights), ("--transform-from", self.transform_from)):
+        for flag, path in (("--weights", self.weights), ("--transform-from", self.transform_from),
+                           ("--calibration", self.calibration)):
             if path is not None and not isinstance(path, (str, os.PathLike)):
                 raise UsageError(f"{flag} must be a path, got {path!r}")
         return self
@@ -91,6 +101,6 @@ class ExtractConfig:
         """JSON/YAML scalars (globs as a list)."""
         d = asdict(self)
         d["globs"] = list(self.globs)
-        for key in ("weights", "transform_from"):
+        for key in ("weights", "transform_from", "calibration"):
             d[key] = None if d[key] is None else os.fspath(d[key])
         return d

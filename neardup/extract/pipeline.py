@@ -126,20 +126,23 @@ def _job_record(extractor: Extractor, paths: list[str], shard_size: int, dtype: 
                 globs: tuple[str, ...], post: dict[str, Any]) -> dict[str, Any]:
     """Everything that changes the shards' features: a resume must match it exactly.
 
-    The engine (torch/ONNX), device, worker and batch counts are left out: they do not change what is computed.
+    The engine (torch/ONNX), device, worker and batch counts are left out: they do not change what is computed;
+    int8 quantisation does (``quantization``: the calibration digest and recipe of ``--engine onnx-int8``).
     """
     digest = hashlib.sha256("\n".join(paths).encode()).hexdigest()
     d = extractor.describe()
     weights = getattr(extractor, "weights_path", None)
     return {"job_schema": JOB_SCHEMA, "model": d["model"], "weights_sha256": file_sha256(weights) if weights else None,
             "feature_layer": d["feature_layer"], "num_features": d["num_features"], "preprocessing": d["preprocessing"],
-            "amp": d["amp"], "dtype": dtype, "max_pixels": max_pixels, "globs": sorted(globs),
+            "amp": d["amp"], "quantization": d.get("quantization"), "dtype": dtype, "max_pixels": max_pixels,
+            "globs": sorted(globs),
             "shard_size": shard_size, "n_inputs": len(paths), "inputs_sha256": digest, **post}
 
 
 #: job.json key -> how the user changes it
 _JOB_OPTIONS = {"model": "--model", "weights_sha256": "--weights (file content)", "feature_layer": "--layer",
                 "num_features": "--model/--layer", "preprocessing": "--input-size (preprocessing)", "amp": "--amp",
+                "quantization": "--engine onnx-int8/--calibration",
                 "dtype": "--dtype", "max_pixels": "--max-pixels", "globs": "--glob", "shard_size": "--shard-size",
                 "n_inputs": "IMAGES (the input list)", "inputs_sha256": "IMAGES (the input list)",
                 "normalize": "--normalize", "whiten": "--whiten", "whiten_sample": "--whiten-sample",
@@ -153,6 +156,8 @@ _FROM_MODEL = ("feature_layer", "num_features", "preprocessing")
 def _short(key: str, value: Any) -> str:
     if key in ("weights_sha256", "inputs_sha256") and isinstance(value, str):
         return f"sha256 {value[:12]}"
+    if key == "quantization" and value is None:
+        return "fp32"
     if key == "preprocessing" and isinstance(value, dict):
         if "input_size" in value:
             return f"crop {value.get('input_size')}, resize {value.get('resize_size')} {value.get('interpolation')}"
@@ -246,7 +251,8 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, config: Ext
     ``config.transform_from`` reuses the transform of another feature folder (for
     queries). ``extractor`` may be passed in to reuse a loaded model (then ``config.model``,
     ``weights``, ``device``, ``amp``, ``engine``, ``input_size``, ``layer`` and ``compile`` are its own).
-    The engine is not part of the job record, since torch and ONNX give the same features.
+    The engine is not part of the job record, since torch and ONNX give the same features; the int8
+    quantisation of ``--engine onnx-int8`` (calibration digest and recipe) is.
 
     Args:
         src: a folder of images, a text file listing image paths, or a manifest.csv.
@@ -267,6 +273,7 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, config: Ext
     ext = extractor
     if ext is None:
         ext = create_extractor(cfg.model, weights=cfg.weights, device=cfg.device, amp=cfg.amp, engine=cfg.engine,
+                               calibration=cfg.calibration,
                                input_size=cfg.input_size, layer=cfg.layer, compile=cfg.compile or None)
     dtype, max_pixels, shard_size = cfg.dtype, cfg.max_pixels, cfg.shard_size
     _check_postprocess(ext, dtype, cfg.normalize, cfg.whiten, cfg.transform_from)

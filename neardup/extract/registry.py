@@ -25,8 +25,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: torchvision's ResNet layout (stem, then layer1-4), shared by the torchvision, SimCLR v1 and BYOL entries
 RESNET_STAGES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
-#: what ``engine=`` accepts: ``auto`` is ONNX Runtime on CPU when its export matches PyTorch
-ENGINES = ("auto", "torch", "onnx")
+#: what ``engine=`` accepts: ``auto`` is ONNX Runtime on CPU when its export matches PyTorch; ``onnx-int8`` is
+#: its statically quantised graph (faster on CPUs, features in their own space: see ``extract/onnx_engine.py``)
+ENGINES = ("auto", "torch", "onnx", "onnx-int8")
+
+
+def check_engine(engine: str) -> None:
+    """Refuse an engine name :data:`ENGINES` does not hold (one line listing those it does)."""
+    if engine not in ENGINES:
+        raise UsageError(f"unknown --engine {engine!r}; use {', '.join(ENGINES)}")
 
 
 @dataclass(frozen=True)
@@ -68,13 +75,15 @@ class ModelCfg:
 class ExtractorOptions(TypedDict, total=False):
     """How an extractor runs, never what it computes: the options every builder passes on to its extractor.
 
-    ``device``: auto|cpu|cuda[:N]; ``amp``: auto|off|fp16|bf16; ``engine``: auto|torch|onnx;
+    ``device``: auto|cpu|cuda[:N]; ``amp``: auto|off|fp16|bf16; ``engine``: auto|torch|onnx|onnx-int8;
+    ``calibration``: images that calibrate ``onnx-int8`` (None: photos bundled with scikit-image);
     ``compile``: torch.compile the network; ``channels_last``: None = on for CUDA.
     """
 
     device: str | None
     amp: str | None
     engine: str
+    calibration: str | None
     compile: bool
     channels_last: bool | None
 
@@ -192,12 +201,14 @@ NETWORK_ONLY = {"input_size": "--input-size", "resize_size": "--resize-size", "l
 def check_network_options(cfg: ModelCfg, kwargs: dict[str, Any]) -> None:
     """Refuse options that do not apply to ``cfg`` (a hash), so none is silently ignored."""
     engine = kwargs.get("engine")
-    if engine is not None and engine not in ENGINES:
-        raise UsageError(f"unknown --engine {engine!r}; use auto, torch or onnx")
+    if engine is not None:
+        check_engine(engine)
+    if kwargs.get("calibration") is not None and engine != "onnx-int8":
+        raise UsageError(f"--calibration applies to --engine onnx-int8, not to --engine {engine or 'torch'}")
     if cfg.kind == "torch":
         return
-    if engine == "onnx":
-        raise UsageError(f"--engine onnx applies to networks; {cfg.name} is computed without one")
+    if engine in ("onnx", "onnx-int8"):
+        raise UsageError(f"--engine {engine} applies to networks; {cfg.name} is computed without one")
     given = [flag for key, flag in NETWORK_ONLY.items() if kwargs.get(key) not in (None, False)]
     if kwargs.get("amp") not in (None, "auto", "off"):
         given.append("--amp")
@@ -224,16 +235,18 @@ def check_input_size(cfg: ModelCfg, what: str = "--input-size") -> None:
 def create_extractor(name: str, *, weights: str | None = None, device: str | None = None, amp: str | None = None,
                      engine: str | None = None, input_size: int | None = None, resize_size: int | None = None,
                      layer: str | None = None, compile: bool | None = None, channels_last: bool | None = None,
-                     **model_specific: Any) -> Extractor:
+                     calibration: str | None = None, **model_specific: Any) -> Extractor:
     """Build a ready-to-use extractor.
 
     Args:
         name: a registered model name.
         weights: checkpoint path (None: the model's default weights).
         device: auto|cpu|cuda[:N] (None: auto). amp: auto|off|fp16|bf16 (None: auto, bf16 on CUDA).
-        engine: torch|onnx|auto (None: torch). ``auto`` runs ONNX Runtime on CPU when its export matches
-            PyTorch within 1e-4; the commands pass ``auto``, while library callers that want the network
-            itself (fine-tuning, tests) keep the plain PyTorch default and pay no export.
+        engine: torch|onnx|onnx-int8|auto (None: torch). ``auto`` runs ONNX Runtime on CPU when its export
+            matches PyTorch within 1e-4; the commands pass ``auto``, while library callers that want the network
+            itself (fine-tuning, tests) keep the plain PyTorch default and pay no export. ``onnx-int8`` runs
+            the statically quantised graph (features in their own space).
+        calibration: images (folder, list file) that calibrate ``onnx-int8`` (None: bundled photos).
         input_size/resize_size: crop and short side (None: the model's; the crop alone keeps the ratio).
         layer: feature layer for models that offer several. compile: torch.compile the network.
         **model_specific: passed to the builder as is.
@@ -247,7 +260,7 @@ def create_extractor(name: str, *, weights: str | None = None, device: str | Non
     cfg = entry.cfg
     given = {"weights": weights, "device": device, "amp": amp, "engine": engine, "input_size": input_size,
              "resize_size": resize_size, "layer": layer, "compile": compile, "channels_last": channels_last,
-             **model_specific}
+             "calibration": calibration, **model_specific}
     kwargs = {k: v for k, v in given.items() if v is not None}
     check_network_options(cfg, kwargs)
     if "layer" in kwargs and "layers" not in cfg.extra:

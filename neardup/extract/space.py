@@ -32,6 +32,8 @@ class FeatureSpace:
         transform: digest of the stored transform (``extract --normalize/--whiten/--transform-from``), None without.
         weights: sha256 of the weights file the extractor loaded; None when unknown or when there is none
             (hashes). Compared only when both sides know it: older folders did not record it.
+        quantization: None for float features (PyTorch or fp32 ONNX: the same space); the int8 key
+            (calibration digest and recipe) of ``--engine onnx-int8``, whose features differ.
     """
 
     model: str
@@ -40,9 +42,10 @@ class FeatureSpace:
     preprocessing: dict[str, Any] | None = None
     transform: str | None = None
     weights: str | None = None
+    quantization: str | None = None
 
     def __hash__(self) -> int:  # preprocessing is a dict: hash what is hashable
-        return hash((self.model, self.dim, self.metric, self.transform, self.weights))
+        return hash((self.model, self.dim, self.metric, self.transform, self.weights, self.quantization))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,8 +68,10 @@ class FeatureSpace:
         if weights is None and job.is_file():
             weights = read_json_object(job, "job record").get("weights_sha256")
         tf = store.transform
+        quant = meta.get("quantization")
         return cls(store.model, store.dim, store.metric, meta.get("preprocessing"),
-                   tf.digest() if tf is not None else None, weights if isinstance(weights, str) else None)
+                   tf.digest() if tf is not None else None, weights if isinstance(weights, str) else None,
+                   quant if isinstance(quant, str) else None)
 
     @classmethod
     def of_index(cls, meta: Any) -> FeatureSpace:
@@ -84,7 +89,7 @@ class FeatureSpace:
         d = extractor.describe()
         path = getattr(extractor, "weights_path", None)
         return cls(d["model"], int(d["num_features"]), d["metric"], d["preprocessing"], None,
-                   file_sha256(path) if path else None)
+                   file_sha256(path) if path else None, d.get("quantization"))
 
     def describe(self) -> str:
         """``resnet50 (2048-d)``: how messages name the space."""
@@ -109,6 +114,12 @@ def _first_difference(ref: FeatureSpace, other: FeatureSpace, ref_name: str, nam
     if other.preprocessing is not None and ref.preprocessing is not None and other.preprocessing != ref.preprocessing:
         return (f"{name} uses preprocessing {other.preprocessing} but {ref_name} uses {ref.preprocessing}; "
                 f"re-extract with the same --input-size")
+    if other.quantization != ref.quantization:
+        def q(x: str | None) -> str:
+            return f"int8 ({x})" if x else "float (fp32)"
+        return (f"{name} holds {q(other.quantization)} features but {ref_name} holds {q(ref.quantization)} "
+                f"features; extract both with the same --engine (onnx-int8 with the same --calibration, or a "
+                f"float engine: auto, torch, onnx)")
     if other.weights and ref.weights and other.weights != ref.weights:
         return (f"{name} was extracted with other weights (sha256 {other.weights[:12]}) than {ref_name} "
                 f"(sha256 {ref.weights[:12]}); extract with the same --weights")

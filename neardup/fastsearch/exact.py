@@ -6,7 +6,7 @@ import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from neardup.fastsearch.schema import EXACT_SCHEMA, check_result
 from neardup.fastsearch.synthetic import Database
 from neardup.fastsearch.vectors import l2_normalize, prepare_vectors  # noqa: F401 - l2_normalize: for the cluster CLI
 from neardup.io_utils import read_json
+
+if TYPE_CHECKING:
+    from neardup.fastsearch.normalize import BackgroundNormalizer
 
 SCHEMA = "neardup.search.exact/1"
 KS = (1, 5, 10)
@@ -111,19 +114,27 @@ def _grouped(keys: np.ndarray, ranked: np.ndarray, scores: np.ndarray, gt: np.nd
             for g in sorted(set(keys.tolist()))}
 
 
-def evaluate(rs: RetrievalSet, k: int = 10, config: dict[str, Any] | None = None) -> RetrievalResult:
-    """Exact search of every query, scored overall, per attack family and per attack."""
+def evaluate(rs: RetrievalSet, k: int = 10, config: dict[str, Any] | None = None,
+             normalizer: BackgroundNormalizer | None = None) -> RetrievalResult:
+    """Exact search of every query, scored overall, per attack family and per attack.
+
+    ``normalizer``: scores normalised against a background set (:mod:`neardup.fastsearch.normalize`) before
+    scoring; its settings are recorded in ``config["score_normalization"]`` (None without).
+    """
     t0 = time.perf_counter()
     k = min(k, len(rs.database))
     blocks = Database([rs.database]).chunks(BLOCK)
     scores, ranked = exact_knn(blocks, prepare_vectors(rs.queries, rs.metric), k, rs.metric)
+    if normalizer is not None:
+        scores, ranked = normalizer.apply(rs.queries, scores, ranked)
+    config = {**(config or {}), "score_normalization": normalizer.to_dict() if normalizer is not None else None}
     elapsed = time.perf_counter() - t0
     return RetrievalResult(
         model=rs.model, metric=rs.metric, k=int(ranked.shape[1]), n_database=len(rs.database),
         n_distractors=rs.n_distractors, n_queries=len(rs.gt), n_unmatched_queries=rs.n_unmatched,
         overall=Scores.compute(ranked, scores, rs.gt), per_family=_grouped(rs.families, ranked, scores, rs.gt),
         per_attack=_grouped(rs.attacks, ranked, scores, rs.gt), search_seconds=elapsed,
-        config=config or {}, environment=environment())
+        config=config, environment=environment())
 
 
 def format_table(results: list[RetrievalResult], metric: str = "recall@1") -> str:

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -57,6 +57,9 @@ from neardup.fastsearch.indexes import (
 from neardup.fastsearch.vectors import METRICS, canonical_metric, prepare_vectors
 from neardup.io_utils import atomic_write_json, atomic_write_text, read_json, read_json_object, read_text
 from neardup.outdir import check_out_dir, claim_out_dir, folder_lock, remove_files
+
+if TYPE_CHECKING:
+    from neardup.fastsearch.normalize import ScoreNormalization
 
 INDEX_SCHEMA = "neardup.index/1"
 QUERY_SCHEMA = "neardup.query/1"
@@ -453,6 +456,8 @@ def extract_like_index(meta: IndexMeta, images: str | os.PathLike | Sequence[str
                          f"file they were extracted with (RUN_DIR/best.pt from neardup finetune)")
     paths, problems = _input_paths(images)
     pre = meta.preprocessing or {}
+    if engine == "auto" and FeatureSpace.of_index(meta).quantization:  # int8 features: query with the int8 engine
+        engine = "onnx-int8"
     ext = create_extractor(name, weights=weights, device=device, engine=engine,
                            input_size=pre.get("input_size") or None, resize_size=pre.get("resize_size") or None)
     require_same_space([FeatureSpace.of_index(meta), FeatureSpace.of_extractor(ext)],
@@ -489,6 +494,7 @@ class QueryResult:
     metric: str
     results: list[dict[str, Any]]
     skipped: list[dict[str, str]] = field(default_factory=list)
+    score_normalization: dict[str, Any] | None = None  # BackgroundNormalizer.to_dict() when scores were normalised
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": QUERY_SCHEMA, **asdict(self)}
@@ -496,18 +502,32 @@ class QueryResult:
 
 def query_index(index_dir: str | os.PathLike, images: Sequence[str], k: int = 10, params: dict[str, int] | None = None,
                 device: str | None = None, weights: str | None = None, workers: int | None = None,
-                show_progress: bool = False) -> QueryResult:
-    """Search the index for each image; scores are similarities (cosine, or negated distance)."""
+                show_progress: bool = False, normalization: ScoreNormalization | None = None,
+                background_cache: str | os.PathLike | None = None) -> QueryResult:
+    """Search the index for each image; scores are similarities (cosine, or negated distance).
+
+    ``normalization``: scores normalised against a background set (:mod:`neardup.fastsearch.normalize`;
+    background images are extracted like the index, into ``background_cache`` when given).
+    """
     if k < 1:
         raise UsageError("k must be >= 1")
     idx = IndexDir.open(index_dir)
     set_search_params(idx.index, params or {})
+    norm = None
+    if normalization is not None:  # before the queries are extracted: a bad background fails at once
+        from neardup.fastsearch.normalize import BackgroundNormalizer
+
+        norm = BackgroundNormalizer.load(normalization, FeatureSpace.of_index(idx.meta), idx.meta.metric,
+                                         cache=background_cache, workers=workers, show_progress=show_progress,
+                                         reference="the index")
     feats, paths, skipped = extract_like_index(idx.meta, list(images), device, weights, workers, show_progress)
     results = []
     if len(feats):
         kk = min(k, idx.index.ntotal)
         if kk:
             scores, ids = search(idx.index, prepare_vectors(feats, idx.meta.metric), kk, idx.meta.metric)
+            if norm is not None:
+                scores, ids = norm.apply(feats, scores, ids)
         else:  # an empty index: no neighbours
             scores, ids = np.zeros((len(feats), 0)), np.zeros((len(feats), 0), dtype=np.int64)
         for p, srow, irow in zip(paths, scores, ids, strict=False):
@@ -518,7 +538,8 @@ def query_index(index_dir: str | os.PathLike, images: Sequence[str], k: int = 10
         first = skipped[0] if skipped else {"path": "?", "reason": "no input"}
         raise UsageError(f"no query image could be read ({len(skipped)} given), e.g. {first['path']}: "
                          f"{first['reason']}")
-    return QueryResult(str(index_dir), k, idx.meta.metric, results, skipped)
+    return QueryResult(str(index_dir), k, idx.meta.metric, results, skipped,
+                       norm.to_dict() if norm is not None else None)
 
 
 def grid_format(out: str | os.PathLike) -> str:

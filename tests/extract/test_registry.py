@@ -135,7 +135,7 @@ def test_extractors_follow_the_contract(toy_model):
     for e in (net, hashed):
         assert isinstance(e, Extractor)
         assert set(e.describe()) == {"model", "num_features", "metric", "dtype", "preprocessing", "feature_layer",
-                                     "device", "amp", "engine"}
+                                     "device", "amp", "engine", "quantization"}
     assert (net.name, net.num_features, net.metric, net.dtype) == (toy_model.name, 8, "cosine", np.float32)
     assert (hashed.metric, hashed.dtype, hashed.engine, hashed.draft_size) == ("hamming", np.uint8, "imagehash", None)
     assert net.draft_size == (36, 36) and net.describe()["preprocessing"] == toy_model.preprocessing()
