@@ -9,6 +9,7 @@ import click
 
 from neardup.cli._common import FloatIn, config_option, save_config
 from neardup.dedup.find import KEEP_RULES, DedupConfig
+from neardup.extract.registry import ENGINES
 
 _D = DedupConfig()
 
@@ -74,7 +75,8 @@ def dedup() -> None:
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help=_default(_D.batch_size))
 @click.option("--workers", type=click.IntRange(0, 256), default=None, help="Decoding processes [default: cores - 1].")
 @click.option("--device", default=None, help=f"auto, cpu or cuda[:N]. {_default(_D.device)}")
-@click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default=None, help=_default(_D.engine))
+@click.option("--engine", type=click.Choice(ENGINES), default=None,
+              help=f"What runs the network (onnx-int8: 2x faster on CPU, R@1 -0.0002). {_default(_D.engine)}")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help=_default(_D.seed))
 @click.option("--no-report", is_flag=True, default=False, help="Do not write report.html.")
 @click.option("--overwrite", is_flag=True, default=False,
