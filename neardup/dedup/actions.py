@@ -101,6 +101,11 @@ def plan(out: str | os.PathLike, mode: str, move_to: str | os.PathLike | None = 
         elif mode in ("symlink", "hardlink"):
             dst = str(_inside(trash, str(p.resolve())))
         todo.append(Planned(mode, str(p), keepers[r["group"]], dst, int(r["bytes"]), int(r["mtime_ns"])))
+    kept = {os.path.realpath(k) for k in keepers.values()}
+    clash = next((t.path for t in todo if os.path.realpath(t.path) in kept), None)
+    if clash:
+        raise UsageError(f"{clash} is a keeper in {out / GROUPS} and also listed as a copy; the groups file is "
+                         "damaged: re-run `neardup dedup` (nothing was changed)")
     if changed:
         raise UsageError(f"{len(changed)} file(s) changed since the scan, e.g. {changed[0]}; re-run `neardup dedup` "
                          "first (nothing was changed)")

@@ -152,3 +152,16 @@ def test_move_target_must_not_exist_and_mode_is_checked(scan) -> None:
         apply(out, "symlink", move_to=out.parent / "dups")
     with pytest.raises(UsageError, match="unknown action"):
         apply(out, "shred")
+
+
+def test_a_keeper_listed_again_as_a_copy_is_never_touched(scan) -> None:
+    photos, out = scan
+    text = (out / "groups.csv").read_text().splitlines()
+    fields = next(ln for ln in text if "b.png" in ln and ",1," in ln).split(",")
+    fields[0], fields[2] = "0", "0"  # b.png, the keeper of group 1, listed again as a copy in group 0
+    text.append(",".join(fields))
+    (out / "groups.csv").write_text("\n".join(text) + "\n")
+    before = snapshot(photos)
+    with pytest.raises(UsageError, match="is a keeper .* also listed as a copy"):
+        apply(out, "delete", yes=True)
+    assert snapshot(photos) == before
