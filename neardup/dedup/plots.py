@@ -62,7 +62,7 @@ def calibration_figure(pos: np.ndarray | None, neg: np.ndarray | None, calibrati
     marks: list[tuple[float, str, str]] = []
     if used is not None:
         marks.append((float(used), "-", f"threshold {used:.3f}"))
-    if calibration is not None and used is not None and abs(calibration.threshold - used) > 1e-9:
+    if calibration is not None and used is not None and abs(calibration.threshold - used) > 1e-6:  # summary: 6 places
         marks.append((calibration.threshold, "--", f"calibrated {calibration.threshold:.3f}"))
 
     panels = int(has_scores) + int(curve is not None)
