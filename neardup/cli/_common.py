@@ -152,6 +152,11 @@ config_option = click.option("--config", "config", type=click.Path(dir_okay=Fals
                              help="YAML file of option values (keys as option names); flags override it.")
 
 
+def default_help(value: object) -> str:
+    """The library default, shown in --help (options default to None so the config dataclass's defaults apply)."""
+    return f"[default: {value}]"
+
+
 def save_config(out_dir: str | Path, command: str, params: dict[str, Any]) -> None:
     """Write the resolved options beside a command's outputs, so any run can be repeated."""
     clean = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}

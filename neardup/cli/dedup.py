@@ -7,15 +7,12 @@ from typing import Any
 
 import click
 
-from neardup.cli._common import FloatIn, config_option, save_config
+from neardup.cli._common import FloatIn, config_option, default_help, save_config
 from neardup.dedup.find import KEEP_RULES, DedupConfig
 from neardup.extract.registry import ENGINES
 
 _D = DedupConfig()
 
-
-def _default(v: Any) -> str:
-    return f"[default: {v}]"
 
 
 class DedupGroup(click.Group):
@@ -54,30 +51,30 @@ def dedup() -> None:
 @click.option("--threshold", type=FloatIn(-1, 1), default=None,
               help="Cosine similarity at which two images are duplicates [default: calibrated on your images].")
 @click.option("--precision", type=FloatIn(0.5, 1, hi_open=True), default=None,
-              help=f"Target precision of the calibrated threshold. {_default(_D.precision)}")
+              help=f"Target precision of the calibrated threshold. {default_help(_D.precision)}")
 @click.option("--keep", type=click.Choice(KEEP_RULES), default=None,
-              help=f"Which file of a group is kept (first: first in path order). {_default(_D.keep)}")
-@click.option("--model", default=None, help=f"A name from `neardup models`. {_default(_D.model)}")
+              help=f"Which file of a group is kept (first: first in path order). {default_help(_D.keep)}")
+@click.option("--model", default=None, help=f"A name from `neardup models`. {default_help(_D.model)}")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Checkpoint file for the model.")
 @click.option("--calibration-images", type=click.IntRange(2, 100_000), default=None,
-              help=f"Images sampled to calibrate the threshold. {_default(_D.calibration_images)}")
+              help=f"Images sampled to calibrate the threshold. {default_help(_D.calibration_images)}")
 @click.option("--calibration-attacks", default=None,
-              help=f"Attack set (name or YAML) for the calibration copies. {_default(_D.calibration_attacks)}")
+              help=f"Attack set (name or YAML) for the calibration copies. {default_help(_D.calibration_attacks)}")
 @click.option("--copies-per-image", type=click.IntRange(1, 100), default=None,
-              help=f"Attacked copies per sampled image. {_default(_D.copies_per_image)}")
+              help=f"Attacked copies per sampled image. {default_help(_D.copies_per_image)}")
 @click.option("--centre-margin", type=FloatIn(0, 1), default=None,
               help=f"Chaining guard: members must be within threshold - margin of their group's centre. "
-                   f"{_default(_D.centre_margin)}")
+                   f"{default_help(_D.centre_margin)}")
 @click.option("-k", "k", type=click.IntRange(2, 1000), default=None,
-              help=f"Neighbours per image in the k-NN graph. {_default(_D.k)}")
+              help=f"Neighbours per image in the k-NN graph. {default_help(_D.k)}")
 @click.option("--exact-limit", type=click.IntRange(1), default=None,
-              help=f"Exact k-NN up to this many images, IVF above. {_default(_D.exact_limit)}")
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help=_default(_D.batch_size))
+              help=f"Exact k-NN up to this many images, IVF above. {default_help(_D.exact_limit)}")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help=default_help(_D.batch_size))
 @click.option("--workers", type=click.IntRange(0, 256), default=None, help="Decoding processes [default: cores - 1].")
-@click.option("--device", default=None, help=f"auto, cpu or cuda[:N]. {_default(_D.device)}")
+@click.option("--device", default=None, help=f"auto, cpu or cuda[:N]. {default_help(_D.device)}")
 @click.option("--engine", type=click.Choice(ENGINES), default=None,
-              help=f"What runs the network (onnx-int8: 2x faster on CPU, R@1 -0.0002). {_default(_D.engine)}")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help=_default(_D.seed))
+              help=f"What runs the network (onnx-int8: 2x faster on CPU, R@1 -0.0002). {default_help(_D.engine)}")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help=default_help(_D.seed))
 @click.option("--no-report", is_flag=True, default=False, help="Do not write report.html.")
 @click.option("--overwrite", is_flag=True, default=False,
               help="Start over: remove this command's earlier files in --out (never anything else).")

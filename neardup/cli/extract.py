@@ -7,33 +7,29 @@ from typing import Any
 
 import click
 
-from neardup.cli._common import config_option, save_config
+from neardup.cli._common import config_option, default_help, save_config
 from neardup.extract.config import ExtractConfig
 from neardup.extract.registry import ENGINES
 
 _D = ExtractConfig()
 
 
-def _default(value: object) -> str:
-    """The library default, shown in --help (options default to None so ExtractConfig's defaults apply)."""
-    return f"[default: {value}]"
-
 
 @click.command()
 @click.argument("images", type=click.Path())
 @config_option
-@click.option("--model", default=None, help=f"A name from `neardup models`. {_default(_D.model)}")
+@click.option("--model", default=None, help=f"A name from `neardup models`. {default_help(_D.model)}")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output feature folder.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Checkpoint file for the model.")
-@click.option("--batch-size", type=click.IntRange(1), default=None, help=_default(_D.batch_size))
+@click.option("--batch-size", type=click.IntRange(1), default=None, help=default_help(_D.batch_size))
 @click.option("--workers", type=click.IntRange(0, 256), default=None, help="Decoding processes [default: cores - 1].")
-@click.option("--device", default=None, help=f"auto, cpu or cuda[:N]. {_default(_D.device)}")
+@click.option("--device", default=None, help=f"auto, cpu or cuda[:N]. {default_help(_D.device)}")
 @click.option("--amp", type=click.Choice(["auto", "off", "fp16", "bf16"]), default=None,
-              help=f"Mixed precision (auto: bf16 on GPU, off on CPU). {_default(_D.amp)}")
+              help=f"Mixed precision (auto: bf16 on GPU, off on CPU). {default_help(_D.amp)}")
 @click.option("--engine", type=click.Choice(ENGINES), default=None,
               help="auto: ONNX Runtime on CPU when its export matches PyTorch within 1e-4. onnx-int8: its int8 "
                    "graph (static quantisation; faster, features close to fp32 but in their own space: search "
-                   f"them only against int8 features of the same calibration). {_default(_D.engine)}")
+                   f"them only against int8 features of the same calibration). {default_help(_D.engine)}")
 @click.option("--calibration", type=click.Path(exists=True), default=None,
               help="Images (folder or list file; up to 64 used) that calibrate --engine onnx-int8 "
                    "[default: photos bundled with scikit-image].")
@@ -43,17 +39,17 @@ def _default(value: object) -> str:
               help="torch.compile the model (PyTorch engine; for long GPU runs).")
 @click.option("--layer", default=None, help="Feature layer, for models that offer several (SimCLR v2: backbone, "
               "head0, head1, head2) [default: backbone].")
-@click.option("--shard-size", type=click.IntRange(1), default=None, help=_default(_D.shard_size))
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default=None, help=_default(_D.dtype))
+@click.option("--shard-size", type=click.IntRange(1), default=None, help=default_help(_D.shard_size))
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default=None, help=default_help(_D.dtype))
 @click.option("--glob", "globs", multiple=True, metavar="PATTERN",
               help="Keep only files matching this pattern relative to IMAGES (e.g. '**/*.jpg'). Repeatable.")
 @click.option("--max-pixels", type=click.IntRange(1), default=None,
-              help=f"Skip larger images (decompression-bomb guard). {_default(_D.max_pixels)}")
+              help=f"Skip larger images (decompression-bomb guard). {default_help(_D.max_pixels)}")
 @click.option("--normalize", is_flag=True, default=None,
               help="Store an L2-normalisation transform (applied when read).")
 @click.option("--whiten", type=click.IntRange(1), default=None, metavar="DIM",
               help="Fit L2 + PCA whitening to DIM dimensions on a sample, stored and applied when read.")
-@click.option("--whiten-sample", type=click.IntRange(2), default=None, help=_default(_D.whiten_sample))
+@click.option("--whiten-sample", type=click.IntRange(2), default=None, help=default_help(_D.whiten_sample))
 @click.option("--transform-from", type=click.Path(file_okay=False), default=None,
               help="Apply the transform fitted on another feature folder (extract queries like their database).")
 @click.option("--overwrite", is_flag=True, default=None,

@@ -13,6 +13,7 @@ Paths are stored absolute and normalised, so labels match feature stores and dat
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -111,31 +112,31 @@ def labels_from_csv(path: str | os.PathLike) -> Labels:
         UsageError: unreadable or malformed CSV, missing columns, an empty label, a path listed twice with
             different labels, or a listed file that does not exist.
     """
+    from neardup.io_utils import read_text
+
     src = Path(path)
     if not src.is_file():
         raise UsageError(f"labels file not found: {src}")
+    text = read_text(src, "labels file")  # unreadable or not UTF-8: one clear line
     try:
-        with open(src, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            fields = reader.fieldnames or []
-            col = next((c for c in LABEL_COLUMNS if c in fields), None)
-            if "path" not in fields or col is None:
-                raise UsageError(f"labels file {src} needs a 'path' column and a 'label' (or 'class') column; "
-                                 f"it has {fields}")
-            seen: dict[str, str] = {}
-            for r in reader:
-                if None in r:
-                    raise UsageError(f"labels file {src} line {reader.line_num} has more fields than the header")
-                p, c = (r.get("path") or "").strip(), (r.get(col) or "").strip()
-                if not p or not c:
-                    raise UsageError(f"labels file {src} line {reader.line_num}: an empty path or label")
-                full = _norm(src.parent / p)
-                if seen.get(full, c) != c:
-                    raise UsageError(f"labels file {src} line {reader.line_num}: {p} is labelled both "
-                                     f"{seen[full]!r} and {c!r}")
-                seen[full] = c
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"labels file {src} is not UTF-8 text (byte {exc.start})") from None
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        fields = reader.fieldnames or []
+        col = next((c for c in LABEL_COLUMNS if c in fields), None)
+        if "path" not in fields or col is None:
+            raise UsageError(f"labels file {src} needs a 'path' column and a 'label' (or 'class') column; "
+                             f"it has {fields}")
+        seen: dict[str, str] = {}
+        for r in reader:
+            if None in r:
+                raise UsageError(f"labels file {src} line {reader.line_num} has more fields than the header")
+            p, c = (r.get("path") or "").strip(), (r.get(col) or "").strip()
+            if not p or not c:
+                raise UsageError(f"labels file {src} line {reader.line_num}: an empty path or label")
+            full = _norm(src.parent / p)
+            if seen.get(full, c) != c:
+                raise UsageError(f"labels file {src} line {reader.line_num}: {p} is labelled both "
+                                 f"{seen[full]!r} and {c!r}")
+            seen[full] = c
     except csv.Error as exc:
         raise UsageError(f"labels file {src} is not a valid CSV file ({exc})") from None
     if not seen:

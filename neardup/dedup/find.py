@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from neardup.dedup.calibrate import Calibration
+from neardup.dedup.grouping import edges
 from neardup.dedup.inventory import FileInfo
 from neardup.dedup.large import StoredRows
 from neardup.errors import UsageError
@@ -194,14 +195,6 @@ def knn(X: np.ndarray | StoredRows, k: int, exact_limit: int,
     index = "flat" if len(X) <= exact_limit else f"IVF{int(4 * np.sqrt(len(X)))},Flat"
     D, idx = knn_graph(X, min(k, len(X)), "cosine", index, show_progress=show_progress)
     return np.where(idx >= 0, 1.0 - D, -np.inf).astype(np.float32), idx
-
-
-def edges(sims: np.ndarray, nbrs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The k-NN edges (row, col, similarity) at or above ``threshold``, self loops dropped."""
-    r = np.repeat(np.arange(len(sims)), nbrs.shape[1] if nbrs.ndim == 2 else 0)
-    c, s = nbrs.ravel(), sims.ravel()
-    keep = (c >= 0) & (c != r) & (s >= threshold)
-    return r[keep], c[keep], s[keep]
 
 
 def group_contents(X: np.ndarray | StoredRows, sims: np.ndarray, nbrs: np.ndarray, threshold: float,

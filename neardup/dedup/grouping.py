@@ -30,6 +30,14 @@ DenseFn = Callable[[np.ndarray], np.ndarray]
 DENSE_LIMIT = 2048
 
 
+def edges(sims: np.ndarray, nbrs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The k-NN edges (row, col, similarity) at or above ``threshold``, self loops dropped."""
+    r = np.repeat(np.arange(len(sims)), nbrs.shape[1] if nbrs.ndim == 2 else 0)
+    c, s = nbrs.ravel(), sims.ravel()
+    keep = (c >= 0) & (c != r) & (s >= threshold)
+    return r[keep], c[keep], s[keep]
+
+
 def components(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Connected-component label of every item (0..n-1) for the undirected edges (rows[e], cols[e])."""
     g = sparse.coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n)).tocsr()

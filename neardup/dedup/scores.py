@@ -121,13 +121,10 @@ def score_sample(X: np.ndarray | StoredRows, paths: list[str], rows: np.ndarray,
 
 def neighbour_negatives(rows: np.ndarray, sims: np.ndarray, nbrs: np.ndarray, cut: float) -> np.ndarray:
     """Each sampled row's most similar neighbour outside its component of the graph cut at ``cut``."""
-    from neardup.dedup.grouping import components
+    from neardup.dedup.grouping import components, edges
 
-    n = len(sims)
-    r = np.repeat(np.arange(n), nbrs.shape[1])
-    c, s = nbrs.ravel(), sims.ravel()
-    keep = (c >= 0) & (c != r) & (s >= cut)
-    comp = components(n, r[keep], c[keep])
+    r, c, _ = edges(sims, nbrs, cut)
+    comp = components(len(sims), r, c)
     out = []
     for i in rows.tolist():
         for j, v in zip(nbrs[i].tolist(), sims[i].tolist(), strict=True):
