@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,onnx,bench,browser]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,onnx,bench,browser,ray]'
 	touch $(STAMP)
 
 demo: install
