@@ -44,7 +44,7 @@ class DedupConfig:
     star guard: a member must be within ``threshold - centre_margin`` of its group's centre.
     """
 
-    model: str = "efficientnet_lite0"
+    model: str = "neardup_cd"
     weights: str | None = None
     threshold: float | None = None
     precision: float = 0.99
