@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,9 @@ class DedupConfig:
     model: str = "neardup_cd"
     weights: str | None = None
     threshold: float | None = None
-    precision: float = 0.99
+    # 0.995, not 0.99: the estimate rests on ~200 negatives, so at 0.99 the cut may sit just above the second
+    # highest; a false merge puts a distinct photo among the copies that `apply` acts on
+    precision: float = 0.995
     keep: str = "largest"
     calibration_images: int = 200
     calibration_attacks: str = "default"
@@ -259,6 +261,12 @@ def _keeper(members: list[int], files: list[FileInfo], sizes: dict[int, tuple[in
     return min(members)
 
 
+def for_extractor(cfg: DedupConfig, extractor: Any) -> DedupConfig:
+    """``cfg`` with the model of a given, already loaded ``extractor`` (unchanged without one)."""
+    name = getattr(getattr(extractor, "cfg", None), "name", None)
+    return cfg if extractor is None or not name or name == cfg.model else replace(cfg, model=name)
+
+
 # ---------------------------------------------------------------------------------------------------- the call
 def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfig | None = None, *,
                     against: list[str] | None = None, extractor: Any = None,
@@ -269,10 +277,11 @@ def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfi
         paths: folders, list files or feature folders of images (all their images form the collection).
         out: the scan folder: caches live here, so a re-run (or one with more images) reuses them. The caller owns
             it (the CLI claims it with :func:`neardup.outdir.claim_out_dir`); nothing is written outside it.
-        config: options (default: bundled model, calibrated threshold at precision 0.99).
+        config: options (default: bundled model, calibrated threshold at precision 0.995).
         against: reference folders: then only groups holding an image of ``paths`` and a reference are kept, with a
             reference as the keeper. The groups are those of a scan of both, restricted.
-        extractor: a loaded extractor to reuse (tests, notebooks); it must be ``config.model``.
+        extractor: a loaded extractor to reuse (tests, notebooks); the scan records its model, whatever
+            ``config.model`` says (:func:`for_extractor`), so its features are never filed under another name.
 
     Raises:
         UsageError: bad options or inputs.
@@ -280,7 +289,7 @@ def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfi
     from neardup.dedup.features import FeatureCache
     from neardup.dedup.inventory import image_size, pixel_digest
 
-    cfg = (config or DedupConfig()).validate()
+    cfg = for_extractor((config or DedupConfig()).validate(), extractor)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

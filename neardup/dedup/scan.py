@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from neardup.dedup.find import DedupConfig, DedupResult, find_duplicates
+from neardup.dedup.find import DedupConfig, DedupResult, find_duplicates, for_extractor
 from neardup.dedup.outputs import OWNED, SUMMARY, read_summary, summary, write_outputs
 from neardup.errors import UsageError
 from neardup.outdir import claim_out_dir
@@ -36,7 +36,7 @@ def run_scan(paths: list[str], out: str | os.PathLike, config: DedupConfig | Non
     Raises:
         UsageError: bad options or inputs, ``--add`` without an earlier scan, or a folder another command owns.
     """
-    cfg = (config or DedupConfig()).validate()
+    cfg = for_extractor((config or DedupConfig()).validate(), extractor)
     out = Path(out)
     if add and overwrite:
         raise UsageError("--add extends an earlier scan; --overwrite starts over: give one of them")
