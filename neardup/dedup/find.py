@@ -435,7 +435,7 @@ def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfi
             same = row[i] == row[k] or (s >= PIXEL_CHECK and digest(i) is not None and digest(i) == digest(k))
             scores_[i] = (1.0 if same else s) - shift(i, k)
             kinds[i] = "exact" if same else "near"
-    pairs = _pairs(group, row, sims, nbrs, threshold, files)
+    pairs = _pairs(group, row, sims, nbrs, threshold, files, offset)
     timings["group"] = time.perf_counter() - t
     return DedupResult(files, group, keepers, scores_, kinds, reference, pairs, float(threshold), calibration,
                        vec.reasons, vec.model, {k: round(v, 3) for k, v in timings.items()}, bool(against),
@@ -443,16 +443,17 @@ def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfi
 
 
 def _pairs(group: np.ndarray, row: np.ndarray, sims: np.ndarray, nbrs: np.ndarray, threshold: float,
-           files: list[FileInfo]) -> list[tuple[int, int, float]]:
-    """Every kept edge inside a group (file indices, similarity): k-NN edges at the threshold between files of
-    the same group, and each exact copy to the first file of its content."""
+           files: list[FileInfo], offset: np.ndarray | None = None) -> list[tuple[int, int, float]]:
+    """Every kept edge inside a group (file indices, score): k-NN edges at the threshold between files of
+    the same group, and each exact copy to the first file of its content (1, less the offsets when normalised)."""
     files_of_row: dict[int, list[int]] = {}
     for i, r in enumerate(row.tolist()):
         if r >= 0 and group[i] >= 0:
             files_of_row.setdefault(r, []).append(i)
     out: list[tuple[int, int, float]] = []
-    for fs in files_of_row.values():
-        out.extend((fs[0], j, 1.0) for j in fs[1:] if group[j] == group[fs[0]])
+    for r, fs in files_of_row.items():
+        same = 1.0 if offset is None else float(1.0 - 2 * offset[r])
+        out.extend((fs[0], j, same) for j in fs[1:] if group[j] == group[fs[0]])
     seen: set[tuple[int, int]] = set()
     r_, c_, s_ = edges(sims, nbrs, threshold)
     for a_row, b_row, s in zip(r_.tolist(), c_.tolist(), s_.tolist(), strict=True):
