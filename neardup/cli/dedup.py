@@ -23,7 +23,7 @@ def _norm_options(f: Any) -> Any:
         "(SSCD, ISC 2021): an image that resembles everything no longer passes the threshold with unrelated ones. "
         "BACKGROUND: a feature folder of the same model, or images (extracted like the collection, cached in "
         "--out). Its images must be copies of nothing in the collection (a background inside an input is "
-        "refused). The threshold is then a normalised score."))
+        "refused). The threshold is then a normalised score."), per="image")
 
 
 class DedupGroup(click.Group):

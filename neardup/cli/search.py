@@ -23,13 +23,14 @@ NORMALIZE_HELP = ("Subtract from each query's scores its similarity to its neare
                   "ranking does not change.")
 
 
-def score_norm_options(f: Callable[..., Any], normalize_help: str = NORMALIZE_HELP) -> Callable[..., Any]:
+def score_norm_options(f: Callable[..., Any], normalize_help: str = NORMALIZE_HELP,
+                       per: str = "query") -> Callable[..., Any]:
     """``--normalize-scores BACKGROUND`` and its ``--norm-*`` settings (search exact, query, dedup)."""
     options = [
         click.option("--normalize-scores", "normalize_scores", type=click.Path(), default=None, metavar="BACKGROUND",
                      help=normalize_help),
         click.option("--norm-k", "norm_k", type=click.IntRange(1, 10_000), default=None,
-                     help="Background neighbours per query [default: 3, as SSCD]."),
+                     help=f"Background neighbours per {per} [default: 3, as SSCD]."),
         click.option("--norm-beta", "norm_beta", type=click.FloatRange(0, 10), default=None,
                      help="Weight of the background similarity [default: 1.0]."),
         click.option("--norm-reduction", "norm_reduction", type=click.Choice(["mean", "kth"]), default=None,

@@ -90,34 +90,42 @@ def guarded_groups(n: int, rows: np.ndarray, cols: np.ndarray, sims: np.ndarray,
     bounds = np.flatnonzero(np.diff(comp[order])) + 1
     strength = np.bincount(rows, weights=sims, minlength=n) + np.bincount(cols, weights=sims, minlength=n)
     next_label = 0
-    stack = [members for members in np.split(order, bounds)]
+    # each entry: sorted members, and their similarity matrix when a parent's was computed (a sub-matrix of it)
+    stack: list[tuple[np.ndarray, np.ndarray | None]] = [(m, None) for m in np.split(order, bounds)]
+
+    def push(parts: list[np.ndarray], parent: np.ndarray, sm: np.ndarray | None) -> None:
+        for part in parts:
+            at = np.searchsorted(parent, part) if sm is not None else None
+            stack.append((part, None if at is None or sm is None else sm[np.ix_(at, at)]))
+
     while stack:
-        members = stack.pop()
+        members, sm = stack.pop()
         if len(members) == 1:
             labels[members[0]] = next_label
             next_label += 1
             continue
         if dense is not None and len(members) <= DENSE_LIMIT:
-            sm = dense(members)
+            sm = dense(members) if sm is None else sm
             within = sm >= bound
             c = int(np.argmax(within.sum(axis=1) + 1e-6 * sm.sum(axis=1) / len(members)))
             centre, close = members[c], within[c].copy()
         else:
+            sm = None
             centre = members[np.argmax(strength[members])]
             close = sim(int(centre), members) >= bound
         close[members == centre] = True
         group, rest = members[close], members[~close]
         if len(group) >= HUB_MIN_SIZE and min_pair_share > 0:
-            inner = sm[np.ix_(close, close)] if dense is not None and len(members) <= DENSE_LIMIT else None
+            inner = sm[np.ix_(close, close)] if sm is not None else None
             if pair_share(group, threshold, sim, dense, inner) < min_pair_share:  # a hub: its centre goes alone
                 labels[centre] = next_label
                 next_label += 1
-                stack.extend(_split(members[members != centre], rows, cols))
+                push(_split(members[members != centre], rows, cols), members, sm)
                 continue
         labels[group] = next_label
         next_label += 1
         if len(rest):
-            stack.extend(_split(rest, rows, cols))
+            push(_split(rest, rows, cols), members, sm)
     return _renumber(labels)
 
 
@@ -128,8 +136,11 @@ def pair_share(group: np.ndarray, threshold: float, sim: SimFn, dense: DenseFn |
     if matrix is None:
         pick = group[np.unique(np.linspace(0, len(group) - 1, min(len(group), SHARE_SAMPLE)).round().astype(int))]
         matrix = dense(pick) if dense is not None else np.stack([sim(int(i), pick) for i in pick])
-    iu = np.triu_indices(len(matrix), 1)
-    return float(np.mean(matrix[iu] >= threshold)) if len(iu[0]) else 1.0
+    m = len(matrix)
+    if m < 2:
+        return 1.0
+    above = np.count_nonzero(matrix >= threshold) - np.count_nonzero(np.diagonal(matrix) >= threshold)
+    return float(above / (m * (m - 1)))  # the matrix is symmetric: each pair counted twice, over twice the pairs
 
 
 def dot_sim(V: np.ndarray, offset: np.ndarray | None = None) -> SimFn:
