@@ -15,7 +15,7 @@ normalisation, both calibrated, and every method is scored on that collection. W
 from the features of the main scan (``--out/scan``), copied into them when they have none.
 
 Usage: python bench/dedup_quality.py [--out out/bench_dedup] [--skip-imagededup] [--reuse] \
-    [--normalize-scores BACKGROUND]
+    [--normalize-scores BACKGROUND] [--bsds DIR]
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import numpy as np
 
 import neardup._compat  # noqa: F401  (torchvision on a CPU-only torch: imagededup imports it)
 
+#: where the repository's checkout expects BSDS500 (a git worktree elsewhere: --bsds)
 BSDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "bsds500"
 
 
@@ -44,7 +45,7 @@ def run(cmd: list[str]) -> float:
     return time.perf_counter() - t
 
 
-def truth(files: list[str], qdir: Path) -> dict[str, str]:
+def truth(files: list[str], qdir: Path, bsds: Path = BSDS) -> dict[str, str]:
     """file -> group key: a val photo and its copies share the photo's id; train photos are alone."""
     from neardup.data.manifest import read_manifest
 
@@ -53,7 +54,7 @@ def truth(files: list[str], qdir: Path) -> dict[str, str]:
         out[os.path.normpath(str(qdir / r.query))] = "val:" + r.source
     for f in files:
         p = Path(f)
-        if p.parent == BSDS / "val":
+        if p.parent == bsds / "val":
             out[f] = "val:" + p.stem
         elif f not in out:
             out[f] = "alone:" + f
@@ -122,24 +123,26 @@ def main() -> None:
     ap.add_argument("--normalize-scores", metavar="BACKGROUND",
                     help="also scan with score normalisation against BACKGROUND (e.g. BSDS500 train); the "
                          "collection is then val + copies only")
+    ap.add_argument("--bsds", type=Path, default=BSDS, help="the BSDS500 folder (val/, train/)")
     args = ap.parse_args()
-    if not (BSDS / "val").is_dir():
-        sys.exit(f"BSDS500 not found at {BSDS}")
+    bsds = args.bsds.resolve()
+    if not (bsds / "val").is_dir():
+        sys.exit(f"BSDS500 not found at {bsds} (give --bsds)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     neardup = [sys.executable, "-m", "neardup"]
     qdir = out / "queries"
     if not (qdir / "manifest.csv").is_file():
-        run([*neardup, "attack", str(BSDS / "val"), str(qdir)])
+        run([*neardup, "attack", str(bsds / "val"), str(qdir)])
     if args.normalize_scores:
-        dirs = [BSDS / "val", qdir]
+        dirs = [bsds / "val", qdir]
         scans = [("neardup dedup (calibrated)", out / "scan_val", []),
                  ("neardup dedup --normalize-scores", out / "scan_norm", ["--normalize-scores", args.normalize_scores])]
     else:
-        dirs = [BSDS / "val", qdir, BSDS / "train"]
+        dirs = [bsds / "val", qdir, bsds / "train"]
         scans = [("neardup dedup (calibrated)", out / "scan", [])]
     files = sorted(os.path.normpath(str(p)) for d in dirs for p in d.iterdir() if p.suffix.lower() in (".jpg", ".png"))
-    y = truth(files, qdir)
+    y = truth(files, qdir, bsds)
     rows, notes = [], []
     for name, scan, extra in scans:
         pred, summary, secs = scan_groups(neardup, dirs, scan, args, extra, seed_from=out / "scan")

@@ -26,12 +26,14 @@ Stages (each in its own process, so each peak-memory figure is its own):
           path forced (streamed rows, projection, IVF, rescoring): the effect of the large path at small scale
   large   real + N distractors of each model through the large path of `neardup dedup` (the stage functions the
           CLI runs: streamed rows -> projection -> k-NN -> star-guarded groups): time, CPU time and peak memory per
-          step, the largest group, plain components against the star guard (chaining), and the pair precision /
-          recall of the real groups (over the real images; "all pairs" also counts distractor pairs)
+          step, the largest group, plain components against the guard (chaining, hubs), and the pair precision /
+          recall of the real groups (over the real images; "all pairs" also counts distractor pairs). The guard
+          is the dedup default (star guard + pair-share rule, --min-pair-share); "star only" is the same run
+          without the pair-share rule, "plain" without any guard
 
 Usage: python bench/dedup_scale.py --val F --queries F --train F --manifest CSV [--n 1000000] [--threshold T | \
 --threshold-from SCAN/summary.json] [--distractors mixture,gaussian] [--out out/bench_dedup_scale] \
-[--stages fit,make,small,large]
+[--stages fit,make,small,large] [--min-pair-share S]
 """
 
 from __future__ import annotations
