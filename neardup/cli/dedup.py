@@ -114,8 +114,7 @@ def scan(paths: tuple[str, ...], out: str, against: tuple[str, ...], add: bool, 
            + ("" if cal.reached else "; TARGET NOT REACHED") if cal else "given")
     click.echo(f"{d['files']} files: {d['groups']} groups, {d['duplicates']} duplicates "
                f"({d['exact_duplicates']} exact, {d['near_duplicates']} near), {d['unreadable']} unreadable")
-    scale = "normalised score" if result.normalization else "cosine similarity"
-    click.echo(f"threshold {d['threshold']:.4f} ({scale}; {how})")
+    click.echo(f"threshold {d['threshold']:.4f} ({'normalised score; ' if result.normalization else ''}{how})")
     click.echo(f"largest group {d['largest_group']} files; timings " +
                ", ".join(f"{k} {v:.1f}s" for k, v in d["timings_s"].items()))
     click.echo(f"results: {Path(out) / 'groups.csv'}, {Path(out) / 'pairs.csv'}, {Path(out) / 'summary.json'}")
