@@ -184,12 +184,12 @@ def main() -> None:
             groups, t = imagededup_groups(method, dirs)
             rows.append((f"imagededup {method} (defaults)", *pair_scores(files, y, groups), t))
     if args.sweep:  # the best any threshold gives, each scale's own grid (what a perfect calibration would reach)
-        for (name, scan, extra), grid in zip(scans, sweep_grids(args), strict=False):
+        for (_, scan, extra), grid in zip(scans, sweep_grids(args), strict=False):
             best = max((pair_scores(files, y, scan_groups(neardup, dirs, scan.with_name(scan.name + "_sweep"), True,
                                                           [*extra, "--threshold", f"{t:.4f}"], seed_from=scan)[0])[2],
                         round(float(t), 4)) for t in grid)
-            rows.append((f"{name} (best of {len(grid)} thresholds: {best[1]:g})", *([float("nan")] * 2), best[0],
-                         float("nan")))
+            rows.append((f"  {'normalised' if extra else 'cosine'}, best of {len(grid)}: {best[1]:g}",
+                         *([float("nan")] * 2), best[0], float("nan")))
     n_val = sum(1 for f in files if not y[f].startswith("alone:"))
     print(f"\n{len(files)} files ({n_val} val photos + copies, {len(files) - n_val} distractors"
           + (f"; background {scans[-1][2][-1]}, not in the collection" if args.normalize_scores else "") + ")")
