@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from neardup.dedup.find import DedupConfig, DedupResult, find_duplicates, for_extractor
@@ -19,8 +19,31 @@ from neardup.outdir import claim_out_dir
 
 def _owned() -> tuple[str, ...]:
     from neardup.dedup.features import remove_cache_owned
+    from neardup.dedup.normalization import owned as background_owned
 
-    return (*OWNED, *remove_cache_owned(), ".neardup.json", "actions/journal-*.jsonl", "actions/journal-*.undone")
+    return (*OWNED, *remove_cache_owned(), *background_owned(), ".neardup.json", "actions/journal-*.jsonl",
+            "actions/journal-*.undone")
+
+
+def _check_same_normalization(old: dict[str, object], cfg: DedupConfig, add: bool) -> None:
+    """Refuse a run whose score normalisation differs from the earlier scan's: thresholds, calibration scores and
+    reported scores of the two are on different scales."""
+    from neardup.dedup.normalization import same_options
+
+    before = old.get("normalization")
+    norm = cfg.normalization()
+    if same_options(before if isinstance(before, dict) else None, norm):
+        return
+
+    def says(rec: object) -> str:
+        if not isinstance(rec, dict):
+            return "no --normalize-scores"
+        return (f"--normalize-scores {rec.get('background')} --norm-k {rec.get('k')} --norm-beta {rec.get('beta')} "
+                f"--norm-reduction {rec.get('reduction')}")
+
+    now = says(None if norm is None else {**norm.to_dict(), "background": os.path.abspath(norm.background)})
+    raise UsageError(f"the earlier scan in this folder used {says(before)}, this run {now}: scores on two scales "
+                     f"cannot be mixed; give the same options{'' if add else ', or --overwrite to start over'}")
 
 
 def is_scan(folder: Path) -> bool:
@@ -43,6 +66,10 @@ def run_scan(paths: list[str], out: str | os.PathLike, config: DedupConfig | Non
     with claim_out_dir(out, "dedup", overwrite=overwrite, owned=_owned(), recognise=is_scan):
         inputs = [os.path.abspath(p) for p in paths]
         refs = [os.path.abspath(p) for p in against or []]
+        if cfg.normalize_scores is not None:
+            cfg = replace(cfg, normalize_scores=os.path.abspath(cfg.normalize_scores))
+        if (out / SUMMARY).is_file() and not overwrite:
+            _check_same_normalization(read_summary(out), cfg, add)
         if add:
             if not (out / SUMMARY).is_file():
                 raise UsageError(f"--add needs an earlier scan in {out} (no {SUMMARY}); run without --add first")
