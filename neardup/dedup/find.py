@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from neardup.dedup.calibrate import Calibration
-from neardup.dedup.grouping import edges
+from neardup.dedup.grouping import edges  # noqa: F401  (re-exported: callers import it from here)
 from neardup.dedup.inventory import FileInfo
+from neardup.dedup.knngraph import KnnGraph, KnnLists
 from neardup.dedup.large import StoredRows
 from neardup.errors import UsageError
 
@@ -199,6 +200,11 @@ def knn(X: np.ndarray | StoredRows, k: int, exact_limit: int,
 
 def group_contents(X: np.ndarray | StoredRows, sims: np.ndarray, nbrs: np.ndarray, threshold: float,
                    centre_margin: float) -> np.ndarray:
+    """Group label of each content row of the k-NN lists (sims, nbrs) (see :func:`group_graph`)."""
+    return group_graph(X, KnnLists(sims, nbrs), threshold, centre_margin)
+
+
+def group_graph(X: np.ndarray | StoredRows, graph: KnnGraph, threshold: float, centre_margin: float) -> np.ndarray:
     """Group label of each content row (star-guarded components of the threshold graph).
 
     Streamed rows were searched in a projection: their edges within
@@ -208,18 +214,17 @@ def group_contents(X: np.ndarray | StoredRows, sims: np.ndarray, nbrs: np.ndarra
     memory.
     """
     from neardup.dedup.grouping import guarded_groups
-    from neardup.dedup.large import RESCORE_MARGIN, edge_similarities, guarded_by_component
+    from neardup.dedup.large import RESCORE_MARGIN, guarded_by_component
 
     if isinstance(X, StoredRows):
-        r, c, _ = edges(sims, nbrs, threshold - RESCORE_MARGIN)
-        return guarded_by_component(len(X), r, c, edge_similarities(X, r, c), threshold, X.take,
-                                    threshold - centre_margin)
-    r, c, s = edges(sims, nbrs, threshold)
+        r, c, s = graph.scored_edges(X, threshold - RESCORE_MARGIN)
+        return guarded_by_component(len(X), r, c, s, threshold, X.take, threshold - centre_margin)
+    r, c, s = graph.edges(threshold)
     return guarded_groups(len(X), r, c, s, threshold, lambda i, js: X[js] @ X[i],
                           centre_threshold=threshold - centre_margin, dense=lambda js: X[js] @ X[js].T)
 
 
-def calibrate(X: np.ndarray | StoredRows, paths: list[str], shas: list[str], sims: np.ndarray, nbrs: np.ndarray,
+def calibrate(X: np.ndarray | StoredRows, paths: list[str], shas: list[str], graph: KnnGraph,
               extractor: Callable[[], Any], cfg: DedupConfig, out: Path, show_progress: bool = False) -> Calibration:
     """The threshold reaching ``cfg.precision`` on the collection's own positives and hard negatives.
 
@@ -240,7 +245,7 @@ def calibrate(X: np.ndarray | StoredRows, paths: list[str], shas: list[str], sim
     if not len(pos) or not len(dec):
         raise UsageError("calibration needs at least 2 readable images; give --threshold")
     cut = choose_threshold(pos, dec, cfg.precision).threshold
-    sample = scores.ScoreSample(pos, dec, scores.neighbour_negatives(rows, sims, nbrs, cut))
+    sample = scores.ScoreSample(pos, dec, scores.neighbour_negatives(rows, graph, cut))
     scores.save(out, key, sample)
     cal = choose_threshold(sample.pos, sample.neg, cfg.precision)
     cal.n_decoys, cal.n_neighbours = len(sample.decoys), len(sample.neighbours)
@@ -262,7 +267,7 @@ def _keeper(members: list[int], files: list[FileInfo], sizes: dict[int, tuple[in
 # ---------------------------------------------------------------------------------------------------- the call
 def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfig | None = None, *,
                     against: list[str] | None = None, extractor: Any = None,
-                    show_progress: bool = False) -> DedupResult:
+                    show_progress: bool = False, ray: Any = None) -> DedupResult:
     """Exact and near duplicates among the images of ``paths`` (or, with ``against``, copies of those images).
 
     Args:
@@ -273,15 +278,30 @@ def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfi
         against: reference folders: then only groups holding an image of ``paths`` and a reference are kept, with a
             reference as the keeper. The groups are those of a scan of both, restricted.
         extractor: a loaded extractor to reuse (tests, notebooks); it must be ``config.model``.
+        ray: a :class:`neardup.scaleout.engine.RayConfig`: the features are extracted and the k-NN graph is
+            searched on Ray (:mod:`neardup.scaleout`); the groups are those of a run without it.
 
     Raises:
         UsageError: bad options or inputs.
     """
+    cfg = (config or DedupConfig()).validate()
+    if ray is None:
+        return _find(paths, Path(out), cfg, against, extractor, show_progress, None)
+    if extractor is not None:
+        raise ValueError("with ray, the encode actors build their own extractor: pass config, not extractor")
+    from neardup.scaleout.engine import ray_session
+
+    with ray_session(ray.validate()) as cluster:
+        return _find(paths, Path(out), cfg, against, None, show_progress, (ray, cluster))
+
+
+def _find(paths: list[str], out: Path, cfg: DedupConfig, against: list[str] | None, extractor: Any,
+          show_progress: bool, on_ray: Any) -> DedupResult:
+    from contextlib import ExitStack
+
     from neardup.dedup.features import FeatureCache
     from neardup.dedup.inventory import image_size, pixel_digest
 
-    cfg = (config or DedupConfig()).validate()
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -303,6 +323,7 @@ def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfi
                           "engine": cfg.engine})
     if extractor is not None:
         cache.use_extractor(extractor)
+    cache.ray = on_ray[0] if on_ray else None
     cache.adopt(stores)
     vec = cache.vectors(files, show_progress, stream_above=cfg.exact_limit)
     X, row = vec.X, vec.row
@@ -310,20 +331,25 @@ def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfi
     content_paths = [files[first_file[r]].path for r in range(len(X))]
     timings["features"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    sims, nbrs = knn(X, cfg.k, cfg.exact_limit, show_progress)
-    timings["knn"] = time.perf_counter() - t
+    with ExitStack() as held:
+        t = time.perf_counter()
+        graph = _graph(X, cfg, on_ray, out, vec.sha, vec.model, held, show_progress)
+        timings["knn"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    calibration = None
-    threshold = cfg.threshold
-    if threshold is None:
-        calibration = calibrate(X, content_paths, vec.sha, sims, nbrs, cache.extractor, cfg, out, show_progress)
-        threshold = calibration.threshold
-    timings["calibrate"] = time.perf_counter() - t
+        t = time.perf_counter()
+        searched = getattr(graph, "seconds", 0.0)  # a Ray graph searches when first asked: that time is k-NN's
+        calibration = None
+        threshold = cfg.threshold
+        if threshold is None:
+            calibration = calibrate(X, content_paths, vec.sha, graph, cache.extractor, cfg, out, show_progress)
+            threshold = calibration.threshold
+        moved = getattr(graph, "seconds", 0.0) - searched
+        timings["calibrate"] = time.perf_counter() - t - moved
+        timings["knn"] += moved
 
-    t = time.perf_counter()
-    content_group = group_contents(X, sims, nbrs, threshold, cfg.centre_margin) if len(X) else np.zeros(0, int)
+        t = time.perf_counter()
+        content_group = group_graph(X, graph, threshold, cfg.centre_margin) if len(X) else np.zeros(0, int)
+        pair_edges = graph.edges(threshold)
     label = np.where(row >= 0, content_group[np.maximum(row, 0)] if len(X) else -1, -1)
     members: dict[int, list[int]] = {}
     for i, g in enumerate(label.tolist()):
@@ -357,13 +383,13 @@ def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfi
             same = row[i] == row[k] or (s >= PIXEL_CHECK and digest(i) is not None and digest(i) == digest(k))
             scores_[i] = 1.0 if same else s
             kinds[i] = "exact" if same else "near"
-    pairs = _pairs(group, row, sims, nbrs, threshold, files)
+    pairs = _pairs(group, row, pair_edges, files)
     timings["group"] = time.perf_counter() - t
     return DedupResult(files, group, keepers, scores_, kinds, reference, pairs, float(threshold), calibration,
                        vec.reasons, vec.model, {k: round(v, 3) for k, v in timings.items()}, bool(against))
 
 
-def _pairs(group: np.ndarray, row: np.ndarray, sims: np.ndarray, nbrs: np.ndarray, threshold: float,
+def _pairs(group: np.ndarray, row: np.ndarray, threshold_edges: tuple[np.ndarray, np.ndarray, np.ndarray],
            files: list[FileInfo]) -> list[tuple[int, int, float]]:
     """Every kept edge inside a group (file indices, similarity): k-NN edges at the threshold between files of
     the same group, and each exact copy to the first file of its content."""
@@ -375,7 +401,7 @@ def _pairs(group: np.ndarray, row: np.ndarray, sims: np.ndarray, nbrs: np.ndarra
     for fs in files_of_row.values():
         out.extend((fs[0], j, 1.0) for j in fs[1:] if group[j] == group[fs[0]])
     seen: set[tuple[int, int]] = set()
-    r_, c_, s_ = edges(sims, nbrs, threshold)
+    r_, c_, s_ = threshold_edges
     for a_row, b_row, s in zip(r_.tolist(), c_.tolist(), s_.tolist(), strict=True):
         for a in files_of_row.get(a_row, [])[:1]:
             for b in files_of_row.get(b_row, [])[:1]:
@@ -384,6 +410,25 @@ def _pairs(group: np.ndarray, row: np.ndarray, sims: np.ndarray, nbrs: np.ndarra
                     seen.add(key)
                     out.append((key[0], key[1], float(s)))
     return sorted(out)
+
+
+def _graph(X: np.ndarray | StoredRows, cfg: DedupConfig, on_ray: Any, out: Path, shas: list[str], model: str,
+           held: Any, show_progress: bool) -> KnnGraph:
+    """The k-NN graph: :func:`knn`'s lists in this process, or edge shards under ``out/graph`` on Ray."""
+    if on_ray is None or not len(X):
+        return KnnLists(*knn(X, cfg.k, cfg.exact_limit, show_progress))
+    import hashlib
+
+    from neardup.scaleout.knn import dedup_graph
+
+    ray_cfg, cluster = on_ray
+    identity = {"model": model, "contents_sha256": hashlib.sha256("\n".join(shas).encode()).hexdigest(),
+                "exact_limit": cfg.exact_limit}
+    graph: KnnGraph = held.enter_context(dedup_graph(X, cfg.k, cfg.exact_limit, cluster, cluster.shards(ray_cfg.actors),
+                                                     out / "graph", identity, show_progress))
+    if cfg.threshold is not None:  # search now, at the floor the grouping needs (timed as k-NN)
+        graph.edges(cfg.threshold)
+    return graph
 
 
 def config_dict(cfg: DedupConfig) -> dict[str, Any]:

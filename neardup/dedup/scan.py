@@ -20,7 +20,8 @@ from neardup.outdir import claim_out_dir
 def _owned() -> tuple[str, ...]:
     from neardup.dedup.features import remove_cache_owned
 
-    return (*OWNED, *remove_cache_owned(), ".neardup.json", "actions/journal-*.jsonl", "actions/journal-*.undone")
+    return (*OWNED, *remove_cache_owned(), ".neardup.json", "actions/journal-*.jsonl", "actions/journal-*.undone",
+            "graph/edges-[0-9][0-9][0-9][0-9][0-9].npz", "graph/job.json", "graph/.*.tmp", "graph")  # --ray's edges
 
 
 def is_scan(folder: Path) -> bool:
@@ -30,8 +31,10 @@ def is_scan(folder: Path) -> bool:
 def run_scan(paths: list[str], out: str | os.PathLike, config: DedupConfig | None = None, *,
              against: list[str] | None = None, add: bool = False, overwrite: bool = False, report: bool = True,
              show_progress: bool = False, extractor: object = None,
-             write_config: Callable[[Path], None] | None = None) -> DedupResult:
+             write_config: Callable[[Path], None] | None = None, ray: object = None) -> DedupResult:
     """Scan ``paths`` into the folder ``out`` (claimed for ``dedup``; a re-run reuses its caches).
+
+    ``ray``: a :class:`neardup.scaleout.engine.RayConfig` to extract and search on Ray (the same groups).
 
     Raises:
         UsageError: bad options or inputs, ``--add`` without an earlier scan, or a folder another command owns.
@@ -52,7 +55,7 @@ def run_scan(paths: list[str], out: str | os.PathLike, config: DedupConfig | Non
             inputs = list(dict.fromkeys([*old["inputs"], *inputs]))
             refs = refs or list(old["against_inputs"])
         result = find_duplicates(inputs, out, cfg, against=refs or None, extractor=extractor,
-                                 show_progress=show_progress)
+                                 show_progress=show_progress, ray=ray)
         if write_config is not None:
             write_config(out)
         write_outputs(result, out, summary(result, inputs, refs, asdict(cfg)))
