@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -285,7 +285,8 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, config: Ext
             from neardup.scaleout.extract import RayExtraction
 
             runner = held.enter_context(RayExtraction.start(cfg, ray))
-            info, ext = dist.DistInfo(), runner.extractor
+            # the actors' extractor as one of them described it: identity, preprocessing, dtype (never encodes)
+            info, ext = dist.DistInfo(), cast(Extractor, runner.extractor)
         else:
             info = dist.init(cfg.device)  # before the model is built: pins each rank to its own GPU
             ext = extractor or create_extractor(cfg.model, weights=cfg.weights, device=cfg.device, amp=cfg.amp,

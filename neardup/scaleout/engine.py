@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -54,8 +55,11 @@ class RayConfig:
 
     def validate(self) -> RayConfig:
         """Raises UsageError naming the flag of the first bad value; returns ``self``."""
-        if not isinstance(self.address, str) or not self.address.strip() or any(c.isspace() for c in self.address):
-            raise UsageError(f"--ray takes no value, 'auto', or a cluster address HOST:PORT, got {self.address!r}")
+        if not isinstance(self.address, str) or not (self.address in (LOCAL, "auto")
+                                                     or re.fullmatch(r"(ray://)?[^\s/:]+:\d{1,5}", self.address)):
+            raise UsageError(f"--ray takes no value (a local instance), 'auto', or a cluster address HOST:PORT or "
+                             f"ray://HOST:PORT, got {self.address!r} (a --ray given just before a path takes it as "
+                             f"the address: put --ray after the paths)")
         if self.cpus is not None and not _is_int(self.cpus, 1):
             raise UsageError(f"--ray-cpus must be an integer >= 1, got {self.cpus!r}")
         if self.cpus is not None and self.address != LOCAL:
@@ -136,9 +140,10 @@ class EncodePlan:
 
 
 def require_ray() -> Any:
-    """The ``ray`` module; UsageError with the install line when it is missing."""
+    """The ``ray`` module, with its Data library; UsageError with the install line when either is missing."""
     try:
         import ray
+        import ray.data  # noqa: F401  (the extra: a Ray without Data fails here, not mid-run)
     except ImportError:
         raise UsageError(INSTALL_HINT) from None
     return ray
@@ -165,7 +170,6 @@ def ray_session(cfg: RayConfig) -> Iterator[Cluster]:
     """
     cfg.validate()
     ray = require_ray()
-    import ray.data  # noqa: F401  (the Data library: a missing extra fails here, not mid-run)
 
     started = False
     if not ray.is_initialized():

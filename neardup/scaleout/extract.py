@@ -216,7 +216,7 @@ class RayExtraction:
         batches = [todo_idx[s:s + batch_size] for s in range(0, len(todo_idx), batch_size)]
         rows = [{"batch": b, "paths": "\0".join(paths[j] for j in idx)} for b, idx in enumerate(batches)]
         ext, plan = self.extractor, self.plan
-        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        ds: Any = ray.data.from_items(rows, override_num_blocks=len(rows))
         ds = ds.map_batches(decode_batches, batch_size=1, num_cpus=plan.decode_cpus,
                             fn_kwargs={"transform": ext.transform, "draft_size": ext.draft_size,
                                        "max_pixels": max_pixels})

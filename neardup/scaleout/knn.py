@@ -202,7 +202,7 @@ def sharded_index(X: Any, index: Any, params: dict[str, int], prepare: Prepare |
     X_ref, prepare_ref = ray.put(X), ray.put(prepare)
     index_ref = ray.put(faiss.serialize_index(index))
     threads = max(1, cluster.cpus // shards)
-    actor = ray.remote(IndexShard).options(num_cpus=0, scheduling_strategy="SPREAD", max_restarts=0)
+    actor: Any = ray.remote(IndexShard).options(num_cpus=0, scheduling_strategy="SPREAD", max_restarts=0)
     bounds = np.linspace(0, n, shards + 1).astype(np.int64)
     handles = [actor.remote(index_ref, params, threads) for _ in range(shards)]
     try:
@@ -395,7 +395,26 @@ def dedup_graph(X: Any, k: int, exact_limit: int, cluster: Cluster, shards: int,
         yield RayKnnGraph(sh, streamed, folder, identity, show_progress)
 
 
-def require_float(metric: str) -> None:
-    """The Ray k-NN searches float vectors; binary hashes stay on the in-process search."""
+# ---------------------------------------------------------------------------------------------------- cluster's graph
+def graph_knn(X: np.ndarray, k: int, metric: str, index: str, project: Prepare, ef_search: int, ray_cfg: Any,
+              show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """What :func:`neardup.clustering.neighbors.knn_graph` returns (distances in ``metric``, ids; inf / -1 where
+    none was found), searched by index shards on Ray: the same trained index, search parameters and preparation.
+
+    Raises:
+        UsageError: binary hashes (the Ray search takes float vectors), Ray missing or unreachable.
+        ValueError: what ``knn_graph`` refuses (an index spec, too few vectors to train it).
+    """
+    from neardup.clustering._common import cluster_metric
+    from neardup.clustering.neighbors import search_params, to_metric, trained_index
+    from neardup.scaleout.engine import ray_session
+
+    metric = cluster_metric(metric)
     if metric == "hamming":
-        raise UsageError("--ray searches float features; hashes (hamming) run without --ray")
+        raise UsageError("--ray searches float features; binary hashes (hamming) are clustered without --ray")
+    idx = trained_index(X, metric, index, project)
+    params = search_params(idx, k, ef_search)
+    with ray_session(ray_cfg) as cluster:
+        raw, ids = knn_lists(X, min(k, len(X)), idx, params, project, cluster, cluster.shards(ray_cfg.actors),
+                             show_progress)
+    return np.where(ids >= 0, to_metric(raw, metric), np.inf), ids
