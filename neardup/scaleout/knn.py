@@ -99,6 +99,12 @@ class IndexShard:
             self.index.add(_prepared(X, np.arange(s, min(hi, s + BLOCK)), prepare))
         return int(self.index.ntotal)
 
+    def peak_rss(self) -> int:
+        """Peak resident memory of this actor's process, in bytes: what one shard costs (bench/ray_scale.py)."""
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
+
     def search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(distances, global row ids) of the ``k`` nearest rows of this shard (inf / -1 beyond its size)."""
         kk = min(k, int(self.index.ntotal))
