@@ -65,6 +65,19 @@ def _prepared(X: Any, idx: np.ndarray, prepare: Prepare | None) -> np.ndarray:
     return np.ascontiguousarray(prepare(v) if prepare is not None else v, dtype=np.float32)
 
 
+def _query_block(X: Any, idx: np.ndarray, prepare: Prepare | None, coarse: np.ndarray | None,
+                 nprobe: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """A block of queries as every shard needs it: the prepared rows and, for inverted lists, the ``nprobe`` lists
+    each one probes (``coarse``: the serialised coarse quantizer), found once here instead of once per shard."""
+    Q = _prepared(X, idx, prepare)
+    if coarse is None:
+        return Q, None, None
+    import faiss
+
+    Dq, Iq = faiss.deserialize_index(np.asarray(coarse)).search(Q, nprobe)
+    return Q, Dq, Iq
+
+
 def merge_lists(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` smallest distances of each row over the shards' lists (ties by row index); inf / -1 for none."""
     D = np.concatenate([np.where(i >= 0, d, np.inf) for d, i in parts], axis=1).astype(np.float32, copy=False)
@@ -88,7 +101,7 @@ class IndexShard:
         from neardup.fastsearch.indexes import set_search_params
 
         faiss.omp_set_num_threads(threads)
-        self.index = faiss.deserialize_index(np.asarray(index))
+        self.index: Any = faiss.deserialize_index(np.asarray(index))  # of its own class (IndexIVFFlat, ...)
         set_search_params(self.index, params)
         self.lo = 0
 
@@ -105,13 +118,20 @@ class IndexShard:
 
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
 
-    def search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(distances, global row ids) of the ``k`` nearest rows of this shard (inf / -1 beyond its size)."""
+    def search(self, query: tuple[np.ndarray, np.ndarray | None, np.ndarray | None],
+               k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, global row ids) of the ``k`` nearest rows of this shard (inf / -1 beyond its size).
+
+        ``query``: (vectors, and for an IVF index the lists each probes with their distances, or None twice).
+        """
+        Q, Dq, Iq = query
+        Q = np.ascontiguousarray(Q, dtype=np.float32)
         kk = min(k, int(self.index.ntotal))
         D = np.full((len(Q), k), np.inf, dtype=np.float32)
         ids = np.full((len(Q), k), -1, dtype=np.int64)
         if kk:
-            d, i = self.index.search(np.ascontiguousarray(Q, dtype=np.float32), kk)
+            d, i = (self.index.search(Q, kk) if Iq is None else
+                    self.index.search_preassigned(Q, kk, np.ascontiguousarray(Iq), np.ascontiguousarray(Dq)))
             D[:, :kk], ids[:, :kk] = d, np.where(i >= 0, i + self.lo, -1)
         return D, ids
 
@@ -144,6 +164,8 @@ class ShardedIndex:
     X_ref: Any
     prepare_ref: Any
     k: int
+    coarse_ref: Any = None  # the serialised coarse quantizer of an IVF index (None: the shards search whole)
+    nprobe: int = 0
 
     def run(self, blocks: list[np.ndarray], task: Callable[[int, np.ndarray, list[Any]], Any],
             done: Callable[[int, Any], None], window: int | None = None) -> None:
@@ -151,7 +173,7 @@ class ShardedIndex:
         of block ``b`` and ``done(b, result)`` receives it (in completion order)."""
         import ray
 
-        prep = ray.remote(num_cpus=1)(_prepared)
+        prep = ray.remote(num_cpus=1)(_query_block)
         window = window or max(2, 2 * len(self.shards))
         todo = iter(enumerate(blocks))
         pending: dict[Any, int] = {}
@@ -161,7 +183,7 @@ class ShardedIndex:
             if nxt is None:
                 return False
             b, idx = nxt
-            q = prep.remote(self.X_ref, idx, self.prepare_ref)
+            q = prep.remote(self.X_ref, idx, self.prepare_ref, self.coarse_ref, self.nprobe)
             pending[task(b, idx, [s.search.remote(q, self.k) for s in self.shards])] = b
             return True
 
@@ -207,6 +229,11 @@ def sharded_index(X: Any, index: Any, params: dict[str, int], prepare: Prepare |
     shards = max(1, min(shards, n))
     X_ref, prepare_ref = ray.put(X), ray.put(prepare)
     index_ref = ray.put(faiss.serialize_index(index))
+    ivf = faiss.downcast_index(index)
+    coarse = None
+    if isinstance(ivf, faiss.IndexIVF):  # the lists each query probes are found once per block, not per shard
+        coarse = ray.put(faiss.serialize_index(ivf.quantizer))
+        nprobe = int(params.get("nprobe", ivf.nprobe))
     threads = max(1, cluster.cpus // shards)
     actor: Any = ray.remote(IndexShard).options(num_cpus=0, scheduling_strategy="SPREAD", max_restarts=0)
     bounds = np.linspace(0, n, shards + 1).astype(np.int64)
@@ -219,7 +246,7 @@ def sharded_index(X: Any, index: Any, params: dict[str, int], prepare: Prepare |
                 ready, _ = ray.wait(list(adds), num_returns=1)
                 ray.get(ready[0])
                 bar.update(adds.pop(ready[0]))
-        yield ShardedIndex(handles, n, X_ref, prepare_ref, k)
+        yield ShardedIndex(handles, n, X_ref, prepare_ref, k, coarse, nprobe if coarse is not None else 0)
     finally:
         for h in handles:
             ray.kill(h)
