@@ -130,10 +130,20 @@ class IndexShard:
         D = np.full((len(Q), k), np.inf, dtype=np.float32)
         ids = np.full((len(Q), k), -1, dtype=np.int64)
         if kk:
-            d, i = (self.index.search(Q, kk) if Iq is None else
-                    self.index.search_preassigned(Q, kk, np.ascontiguousarray(Iq), np.ascontiguousarray(Dq)))
+            d, i = self.index.search(Q, kk) if Iq is None else self._by_list(Q, kk, Iq)
             D[:, :kk], ids[:, :kk] = d, np.where(i >= 0, i + self.lo, -1)
         return D, ids
+
+    def _by_list(self, Q: np.ndarray, k: int, Iq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The IVF search :func:`neardup.dedup.large.ivf_knn` runs: list by list (faiss' ``big_batch_search``: all
+        the queries probing one list compared with it in one matrix product), on the lists found per block."""
+        import contextlib
+        import io
+
+        from faiss.contrib.big_batch_search import big_batch_search
+
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints its progress whatever its verbosity
+            return big_batch_search(self.index, Q, k, q_assign=np.ascontiguousarray(Iq, dtype=np.int32))
 
 
 def _block_lists(k: int, *parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
