@@ -164,13 +164,17 @@ def collect_paths(inputs: list[str], stores: list[Path] | None = None) -> list[s
     return sorted(seen)
 
 
-def _scan(paths: list[str], out: Path, show_progress: bool) -> list[FileInfo]:
-    from neardup.dedup.inventory import scan_files
+def _scan(paths: list[str], out: Path, show_progress: bool, on_ray: Any = None) -> list[FileInfo]:
+    from neardup.dedup.inventory import hash_files, scan_files
 
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise UsageError(f"{len(missing)} listed file(s) do not exist, e.g. {missing[0]}")
-    return scan_files(paths, out, show_progress)
+    if on_ray is None:
+        return scan_files(paths, out, show_progress, hash_files)
+    from neardup.scaleout.inventory import ray_hasher
+
+    return scan_files(paths, out, show_progress, ray_hasher)
 
 
 # ---------------------------------------------------------------------------------------------------- stages
@@ -313,7 +317,7 @@ def _find(paths: list[str], out: Path, cfg: DedupConfig, against: list[str] | No
         raise UsageError(f"{len(both)} file(s) are both in PATH and in --against, e.g. {both[0]}")
     all_paths = sorted(set(own) | set(refs))
     ref_set = set(refs)
-    files = _scan(all_paths, out, show_progress)
+    files = _scan(all_paths, out, show_progress, on_ray)
     reference = np.array([f.path in ref_set for f in files], dtype=bool)
     timings["hash"] = time.perf_counter() - t
 
