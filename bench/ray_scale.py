@@ -40,9 +40,9 @@ def peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KiB on Linux
 
 
-def cpu_s(who: int = resource.RUSAGE_SELF) -> float:
-    """CPU seconds (all threads) of this process, or of its waited-for descendants (Ray's, once it has stopped)."""
-    r = resource.getrusage(who)
+def cpu_s() -> float:
+    """CPU seconds of this process (all threads): with the wall time, how much of the machine it had."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
 
 
@@ -223,8 +223,8 @@ def stage_knn_one(args: argparse.Namespace) -> None:
            "load_before": before, "load_after": load_avg()}
     write_json(args.out / "knn_one.json", res)
     print(f"knn-one: {len(X)} vectors, k {args.k}, threshold {args.threshold}: projection {res['project_s']} s, "
-          f"k-NN {res['knn_s']} s, groups {res['group_s']} s, total {res['total_s']} s ({res['cpu_s']} CPU s); peak memory "
-          f"{res['peak_gb']:.2f} GB; {res['groups']} groups ({before} before, {load_avg()} after)")
+          f"k-NN {res['knn_s']} s, groups {res['group_s']} s, total {res['total_s']} s ({res['cpu_s']} CPU s); "
+          f"peak memory {res['peak_gb']:.2f} GB; {res['groups']} groups ({before} before, {load_avg()} after)")
 
 
 def stage_knn_ray(args: argparse.Namespace) -> None:
@@ -249,7 +249,6 @@ def stage_knn_ray(args: argparse.Namespace) -> None:
             labels = group_graph(X, graph, args.threshold, args.centre_margin)
             t4 = time.perf_counter()
             shard_peaks = ray.get([s.peak_rss.remote() for s in graph.index.shards])
-    ray_cpu = cpu_s() + cpu_s(resource.RUSAGE_CHILDREN)  # the driver, and every Ray process it started and reaped
     one_path = args.out / "labels_one.npy"
     same = None
     if one_path.is_file():
@@ -260,7 +259,7 @@ def stage_knn_ray(args: argparse.Namespace) -> None:
         ari = float(adjusted_rand_score(one, labels))
     res = {"n": len(X), "shards": len(shard_peaks), "ray_init_s": round(t1 - t0, 2),
            "build_s": round(t2 - t1, 2), "search_s": round(t3 - t2, 2), "group_s": round(t4 - t3, 2),
-           "total_s": round(t4 - t0, 2), "total_without_init_s": round(t4 - t1, 2), "cpu_s": round(ray_cpu, 1),
+           "total_s": round(t4 - t0, 2), "total_without_init_s": round(t4 - t1, 2),
            "driver_peak_gb": round(peak_gb(), 3), "driver_peak_before_group_gb": round(rss_before_group, 3),
            "shard_peak_gb": [round(p / 1e9, 3) for p in shard_peaks], **graph.stats,
            "grouping_estimate_gb": round(grouping_bytes(len(X), graph.stats["edges"]) / 1e9, 4),
@@ -270,8 +269,7 @@ def stage_knn_ray(args: argparse.Namespace) -> None:
     write_json(args.out / "knn_ray.json", res)
     print(f"knn-ray: {len(X)} vectors, {res['shards']} shards: ray.init {res['ray_init_s']} s, build (train, fill "
           f"shards) {res['build_s']} s, search {res['search_s']} s, groups {res['group_s']} s; total "
-          f"{res['total_s']} s ({res['total_without_init_s']} s without ray.init; {res['cpu_s']} CPU s in all Ray "
-          f"processes); peak memory: driver "
+          f"{res['total_s']} s ({res['total_without_init_s']} s without ray.init); peak memory: driver "
           f"{res['driver_peak_gb']:.2f} GB, shards {', '.join(f'{p:.2f}' for p in res['shard_peak_gb'])} GB; "
           f"{res['edges']} edges (grouping estimate {res['grouping_estimate_gb']} GB); {res['groups']} groups, "
           f"same labels as one process: {same} (ARI {res['ari_vs_one_process']}) ({before} before, {load_avg()} after)")
@@ -281,8 +279,7 @@ def stage_knn_ray(args: argparse.Namespace) -> None:
         total_mem = res["driver_peak_gb"] + sum(res["shard_peak_gb"])
         largest = max(res["driver_peak_gb"], *res["shard_peak_gb"])
         print(f"  Ray / one process: time {res['total_s'] / one['total_s']:.2f} with ray.init, "
-              f"{res['total_without_init_s'] / one['total_s']:.2f} without; CPU time "
-              f"{res['cpu_s'] / one['cpu_s']:.2f}; memory (driver + shards) "
+              f"{res['total_without_init_s'] / one['total_s']:.2f} without; memory (driver + shards) "
               f"{total_mem / one['peak_gb']:.2f}, largest process {largest / one['peak_gb']:.2f}")
 
 
