@@ -8,9 +8,10 @@ How (the faiss ``IndexShards`` layout, one shard per actor):
    :mod:`neardup.dedup.large` does in one process.
 2. **shard**: each :class:`IndexShard` actor gets a copy of the trained empty index and adds its own contiguous
    range of rows, read (and projected) by itself from the feature stores: no row passes through the driver.
-3. **search**: per block of :data:`BLOCK` query rows, one task prepares the block, every shard searches it, and one
-   task merges the shards' top-k (:func:`merge_lists`). Every shard holds a subset of every inverted list and all
-   shards probe the same lists, so the merged lists are those the one-process index gives (exact with ``Flat``).
+3. **search**: per block of :data:`QUERY_BLOCK` query rows, one task prepares the block and finds the lists each
+   query probes, every shard searches it, and one task merges the shards' top-k (:func:`merge_lists`). Every shard
+   holds a subset of every inverted list and all shards probe the same lists, so the merged lists are those the
+   one-process index gives (exact with ``Flat``).
 4. **edges**: for dedup the merge task keeps the edges at or above a floor, scores those of projected rows again on
    the full rows (:func:`~neardup.dedup.large.edge_similarities`), and the driver writes each block's edges as an
    edge shard (``graph/edges-NNNNN.npz``, atomically; a re-run of the same search resumes from them). The grouping
@@ -35,8 +36,10 @@ import numpy as np
 from neardup.errors import UsageError
 from neardup.scaleout.engine import Cluster
 
-#: query rows per search block (the unit of parallel work)
+#: rows read (and projected) at a time
 BLOCK = 16384
+#: query rows per search block (the unit of parallel work, and of an edge shard)
+QUERY_BLOCK = 65536
 #: bytes the grouping on one node needs per edge and per row (edge arrays and their filtered copies, the sparse
 #: graph of the components, the sort by component; labels, sizes and orders per row); checked by bench/ray_scale.py
 BYTES_PER_EDGE, BYTES_PER_ROW = 72, 48
@@ -60,7 +63,10 @@ def _take(X: Any, idx: np.ndarray) -> np.ndarray:
 
 
 def _prepared(X: Any, idx: np.ndarray, prepare: Prepare | None) -> np.ndarray:
-    """Rows ``idx`` as the index sees them (``prepare``: a projection, a normalisation), float32 C-contiguous."""
+    """Rows ``idx`` as the index sees them (``prepare``: a projection, a normalisation), float32 C-contiguous;
+    read and prepared :data:`BLOCK` rows at a time (full rows are 5 KB each at 1280-d)."""
+    if len(idx) > BLOCK:
+        return np.concatenate([_prepared(X, idx[s:s + BLOCK], prepare) for s in range(0, len(idx), BLOCK)])
     v = _take(X, idx)
     return np.ascontiguousarray(prepare(v) if prepare is not None else v, dtype=np.float32)
 
@@ -130,11 +136,11 @@ class IndexShard:
         D = np.full((len(Q), k), np.inf, dtype=np.float32)
         ids = np.full((len(Q), k), -1, dtype=np.int64)
         if kk:
-            d, i = self.index.search(Q, kk) if Iq is None else self._by_list(Q, kk, Iq)
+            d, i = self.index.search(Q, kk) if Iq is None else self._by_list(Q, kk, Iq, Dq)
             D[:, :kk], ids[:, :kk] = d, np.where(i >= 0, i + self.lo, -1)
         return D, ids
 
-    def _by_list(self, Q: np.ndarray, k: int, Iq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _by_list(self, Q: np.ndarray, k: int, Iq: np.ndarray, Dq: Any) -> tuple[np.ndarray, np.ndarray]:
         """The IVF search :func:`neardup.dedup.large.ivf_knn` runs: list by list (faiss' ``big_batch_search``: all
         the queries probing one list compared with it in one matrix product), on the lists found per block."""
         import contextlib
@@ -142,6 +148,8 @@ class IndexShard:
 
         from faiss.contrib.big_batch_search import big_batch_search
 
+        if Iq.size <= self.index.nlist:  # a block too small for its bucket sort: the same lists, query by query
+            return self.index.search_preassigned(Q, k, np.ascontiguousarray(Iq), np.ascontiguousarray(Dq))
         with contextlib.redirect_stdout(io.StringIO()):  # it prints its progress whatever its verbosity
             return big_batch_search(self.index, Q, k, q_assign=np.ascontiguousarray(Iq, dtype=np.int32))
 
@@ -154,13 +162,14 @@ def _block_edges(idx: np.ndarray, k: int, floor: float, X: Any, rescore: bool,
                  *parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
     """The block's k-NN edges with cosine similarity (unit vectors, L2 index) at or above ``floor``: (rows, cols,
     k-NN similarity, similarity on the full rows)."""
-    from neardup.dedup.grouping import edges
     from neardup.dedup.large import edge_similarities
 
     D, ids = merge_lists(list(parts), k)
     sims = np.where(ids >= 0, 1.0 - D / 2.0, -np.inf).astype(np.float32)
-    r, c, s = edges(sims, ids, floor)
-    r = np.asarray(idx)[r]
+    # neardup.dedup.grouping.edges, with the block's global row numbers (a self loop is a row meeting itself)
+    r, c, s = np.repeat(np.asarray(idx, dtype=np.int64), ids.shape[1]), ids.ravel(), sims.ravel()
+    keep = (c >= 0) & (c != r) & (s >= floor)
+    r, c, s = r[keep], c[keep], s[keep]
     full = edge_similarities(X, r, c) if rescore and len(r) else s
     return r.astype(np.int64), c.astype(np.int64), s.astype(np.float32), np.asarray(full, dtype=np.float32)
 
@@ -210,7 +219,7 @@ class ShardedIndex:
         import ray
 
         merge = ray.remote(num_cpus=1)(_block_lists)
-        blocks = [np.asarray(rows[s:s + BLOCK], dtype=np.int64) for s in range(0, len(rows), BLOCK)]
+        blocks = [np.asarray(rows[s:s + QUERY_BLOCK], dtype=np.int64) for s in range(0, len(rows), QUERY_BLOCK)]
         out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.run(blocks, lambda b, idx, parts: merge.remote(self.k, *parts), out.__setitem__)
         if not blocks:
@@ -321,7 +330,7 @@ class RayKnnGraph:
 
     def _job(self, floor: float) -> dict[str, Any]:
         return {"schema": "neardup.ray-knn/1", **self.identity, "n": self.n, "k": self.index.k, "floor": floor,
-                "block": BLOCK, "rescored": self.rescore}
+                "block": QUERY_BLOCK, "rescored": self.rescore}
 
     def _committed(self, floor: float) -> dict[int, tuple[np.ndarray, ...]]:
         """Edge shards a killed run of the same search left (others are removed: they are this command's)."""
@@ -348,7 +357,7 @@ class RayKnnGraph:
 
         from neardup.progress import progress
 
-        blocks = [np.arange(s, min(self.n, s + BLOCK), dtype=np.int64) for s in range(0, self.n, BLOCK)]
+        blocks = [np.arange(s, min(self.n, s + QUERY_BLOCK), dtype=np.int64) for s in range(0, self.n, QUERY_BLOCK)]
         results = self._committed(floor)
         merge = ray.remote(num_cpus=1)(_block_edges)
         X_ref = self.index.X_ref if self.rescore else None
@@ -414,6 +423,8 @@ def dedup_graph(X: Any, k: int, exact_limit: int, cluster: Cluster, shards: int,
     """
     from functools import partial
 
+    import faiss
+
     from neardup.clustering._common import check_features
     from neardup.dedup.large import NPROBE, SEARCH_DIM, StoredRows, fit_projection, ivf_spec, train_rows
     from neardup.fastsearch.indexes import build_index, check_trainable, train_index
@@ -431,7 +442,7 @@ def dedup_graph(X: Any, k: int, exact_limit: int, cluster: Cluster, shards: int,
         sample = train_rows(n, seed)
         check_trainable(index, spec, len(sample), "the vectors to search")
         train_index(index, _prepared(X, sample, prepare), spec)
-        params = {"nprobe": NPROBE}
+        params = {"nprobe": min(NPROBE, int(faiss.extract_index_ivf(index).nlist))}  # as ivf_knn
     else:
         index = build_index("Flat", d, "l2")
     with sharded_index(X, index, params, prepare, min(k, n), cluster, shards, show_progress) as sh:

@@ -110,3 +110,22 @@ def test_the_vector_layer_pca_pickles_for_ray_workers():
     twice = pickle.loads(pickle.dumps(pickle.loads(pickle.dumps(pca))))
     np.testing.assert_array_equal(pca.transform(x), twice.transform(x))
     assert "matrix_" not in pickle.loads(pickle.dumps(PCA(3))).__dict__  # an unfitted one stays unfitted
+
+
+def test_block_edges_use_global_rows():
+    """A block's edges are those grouping.edges gives on the whole lists: global rows, self loops dropped."""
+    from neardup.dedup.grouping import edges
+    from neardup.scaleout.knn import _block_edges
+
+    rng = np.random.default_rng(2)
+    n, k = 12, 4
+    ids = np.stack([rng.permutation(n)[:k] for _ in range(n)])
+    ids[:, 0] = np.arange(n)  # each row finds itself first, as an index search does
+    D = np.sort(rng.uniform(0.0, 0.6, (n, k)).astype(np.float32), axis=1)
+    D[:, 0] = 0.0
+    want = edges(1.0 - D / 2.0, ids, 0.8)
+    got = [_block_edges(np.arange(s, s + 5)[:n - s], k, 0.8, None, False, (D[s:s + 5], ids[s:s + 5]))
+           for s in range(0, n, 5)]
+    for j in range(3):
+        np.testing.assert_array_equal(np.concatenate([g[j] for g in got]), want[j])
+    assert len(want[0]) and not np.any(want[0] == want[1])

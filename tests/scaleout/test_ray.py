@@ -23,6 +23,7 @@ from neardup.errors import UsageError  # noqa: E402
 from neardup.extract.config import ExtractConfig  # noqa: E402
 from neardup.extract.pipeline import extract_features  # noqa: E402
 from neardup.extract.store import FeatureStore  # noqa: E402
+from neardup.scaleout import knn  # noqa: E402
 from neardup.scaleout.engine import KILL_ENV, RayConfig  # noqa: E402
 from tests.conftest import make_image  # noqa: E402
 from tests.helpers import assert_one_error, invoke  # noqa: E402
@@ -105,7 +106,7 @@ def names(result) -> list[set[str]]:
     return sorted(({Path(p).name for p in g} for g in result.path_groups()), key=sorted)
 
 
-def test_dedup_ray_gives_the_groups_of_a_run_without_it(collection, tmp_path):
+def test_dedup_ray_gives_the_groups_of_a_run_without_it(collection, tmp_path, monkeypatch):
     folder, made = collection
     expected = sorted(({c, o} for c, o in made.items()), key=sorted)
     base = {"engine": "torch", "device": "cpu", "calibration_images": 8, "copies_per_image": 1}
@@ -118,11 +119,13 @@ def test_dedup_ray_gives_the_groups_of_a_run_without_it(collection, tmp_path):
     stamp = shard.stat().st_mtime_ns
     run_scan([str(folder)], tmp_path / "b", given, report=False, ray=RayConfig())  # the same search: resumed
     assert shard.stat().st_mtime_ns == stamp
-    # calibrated, above --exact-limit: projected rows, IVF lists, rescoring on the full rows (features reused)
+    # calibrated, above --exact-limit: projected rows, IVF lists, rescoring on the full rows (features reused);
+    # query blocks of 5 rows, so the edges of several blocks are merged
+    monkeypatch.setattr(knn, "QUERY_BLOCK", 5)
     streamed = DedupConfig(exact_limit=5, **base)
     a2 = run_scan([str(folder)], tmp_path / "a", streamed, report=False)
     b2 = run_scan([str(folder)], tmp_path / "b", streamed, report=False, ray=RayConfig())
-    assert a2.threshold == b2.threshold and names(a2) == names(b2)
+    assert a2.threshold == b2.threshold and names(a2) == names(b2) and a2.pairs == b2.pairs
     assert a2.to_dict()["groups"] == b2.to_dict()["groups"] >= 2
     job = json.loads((tmp_path / "b" / "graph" / "job.json").read_text())
     assert job["rescored"] and job["floor"] < b2.threshold
