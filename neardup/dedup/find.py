@@ -423,13 +423,14 @@ def _graph(X: np.ndarray | StoredRows, cfg: DedupConfig, on_ray: Any, out: Path,
         return KnnLists(*knn(X, cfg.k, cfg.exact_limit, show_progress))
     import hashlib
 
-    from neardup.scaleout.knn import dedup_graph
+    from neardup.scaleout.knn import CALIBRATION_HEADROOM, dedup_graph
 
     ray_cfg, cluster = on_ray
     identity = {"model": model, "contents_sha256": hashlib.sha256("\n".join(shas).encode()).hexdigest(),
                 "exact_limit": cfg.exact_limit}
+    headroom = CALIBRATION_HEADROOM if cfg.threshold is None else 0.0
     graph: KnnGraph = held.enter_context(dedup_graph(X, cfg.k, cfg.exact_limit, cluster, cluster.shards(ray_cfg.actors),
-                                                     out / "graph", identity, show_progress))
+                                                     out / "graph", identity, show_progress, headroom=headroom))
     if cfg.threshold is not None:  # search now, at the floor the grouping needs (timed as k-NN)
         graph.edges(cfg.threshold)
     return graph

@@ -44,6 +44,9 @@ QUERY_BLOCK = 65536
 #: graph of the components, the sort by component; labels, sizes and orders per row); checked by bench/ray_scale.py
 BYTES_PER_EDGE, BYTES_PER_ROW = 72, 48
 EDGE_FILE = "edges-{:05d}.npz"
+#: how far below the calibration's first cut the search keeps edges: the final threshold can fall below that cut
+#: (neighbour negatives lower the share of negatives above it), and a second search would cost as much as the first
+CALIBRATION_HEADROOM = 0.05
 
 Prepare = Callable[[np.ndarray], np.ndarray]
 
@@ -284,17 +287,19 @@ class RayKnnGraph:
 
     The search runs when a stage first asks for edges: at the floor that stage needs (less
     :data:`~neardup.dedup.large.RESCORE_MARGIN` for projected rows, so the grouping's later, lower floor is
-    covered), and again only if a later stage asks below it. Each block's edges become one edge shard in
-    ``folder`` (resumed by a re-run of the same search); ``lists`` searches just the rows asked for.
+    covered, and less ``headroom`` for a calibrated threshold below the first cut), and again only if a later
+    stage asks below it. Each block's edges become one edge shard in ``folder`` (resumed by a re-run of the same
+    search); ``lists`` searches just the rows asked for.
     """
 
     def __init__(self, index: ShardedIndex, rescore: bool, folder: Path | None, identity: dict[str, Any],
-                 show_progress: bool = False) -> None:
+                 show_progress: bool = False, headroom: float = 0.0) -> None:
         from neardup.dedup.large import RESCORE_MARGIN
 
         self.index, self.rescore, self.folder, self.identity = index, rescore, folder, identity
         self.show_progress = show_progress
         self.margin = RESCORE_MARGIN if rescore else 0.0
+        self.headroom = headroom
         self.n = index.n
         self.floor = np.inf
         self.seconds = 0.0
@@ -323,9 +328,10 @@ class RayKnnGraph:
 
     # ------------------------------------------------------------------ the search
     def _ensure(self, floor: float) -> None:
+        """Search (again) when a stage needs edges below those kept; the first search keeps ``headroom`` more."""
         if floor < self.floor:
             t = time.perf_counter()
-            self._search(float(floor))
+            self._search(float(floor - (self.headroom if np.isinf(self.floor) else 0.0)))
             self.seconds += time.perf_counter() - t
 
     def _job(self, floor: float) -> dict[str, Any]:
@@ -415,11 +421,13 @@ def _read_edges(path: Path) -> tuple[np.ndarray, ...] | None:
 # ---------------------------------------------------------------------------------------------------- dedup's graph
 @contextmanager
 def dedup_graph(X: Any, k: int, exact_limit: int, cluster: Cluster, shards: int, folder: Path | None,
-                identity: dict[str, Any], show_progress: bool = False, seed: int = 0) -> Iterator[RayKnnGraph]:
+                identity: dict[str, Any], show_progress: bool = False, seed: int = 0,
+                headroom: float = 0.0) -> Iterator[RayKnnGraph]:
     """The graph :func:`neardup.dedup.find.knn` computes, on Ray: flat on the unit rows in memory; above
     ``exact_limit`` streamed rows projected (:func:`~neardup.dedup.large.fit_projection`) into an
     :func:`~neardup.dedup.large.ivf_spec` index trained on :func:`~neardup.dedup.large.train_rows`, nprobe
-    :data:`~neardup.dedup.large.NPROBE`; streamed rows below it projected, searched flat.
+    :data:`~neardup.dedup.large.NPROBE`; streamed rows below it projected, searched flat. ``headroom``: how much
+    lower than a stage's floor the first search keeps edges (:data:`CALIBRATION_HEADROOM` when calibrating).
     """
     from functools import partial
 
@@ -446,7 +454,7 @@ def dedup_graph(X: Any, k: int, exact_limit: int, cluster: Cluster, shards: int,
     else:
         index = build_index("Flat", d, "l2")
     with sharded_index(X, index, params, prepare, min(k, n), cluster, shards, show_progress) as sh:
-        yield RayKnnGraph(sh, streamed, folder, identity, show_progress)
+        yield RayKnnGraph(sh, streamed, folder, identity, show_progress, headroom)
 
 
 # ---------------------------------------------------------------------------------------------------- cluster's graph
