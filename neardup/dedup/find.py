@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from neardup.dedup.inventory import FileInfo
 from neardup.dedup.knngraph import KnnGraph, KnnLists
 from neardup.dedup.large import StoredRows
 from neardup.errors import UsageError
+
+if TYPE_CHECKING:
+    from neardup.scaleout.engine import RayConfig
 
 SCHEMA = "neardup.dedup/1"
 KEEP_RULES = ("largest", "smallest-file", "oldest", "newest", "first")
@@ -271,7 +274,7 @@ def _keeper(members: list[int], files: list[FileInfo], sizes: dict[int, tuple[in
 # ---------------------------------------------------------------------------------------------------- the call
 def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfig | None = None, *,
                     against: list[str] | None = None, extractor: Any = None,
-                    show_progress: bool = False, ray: Any = None) -> DedupResult:
+                    show_progress: bool = False, ray: RayConfig | None = None) -> DedupResult:
     """Exact and near duplicates among the images of ``paths`` (or, with ``against``, copies of those images).
 
     Args:

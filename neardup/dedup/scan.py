@@ -10,11 +10,15 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from neardup.dedup.find import DedupConfig, DedupResult, find_duplicates
 from neardup.dedup.outputs import OWNED, SUMMARY, read_summary, summary, write_outputs
 from neardup.errors import UsageError
 from neardup.outdir import claim_out_dir
+
+if TYPE_CHECKING:
+    from neardup.scaleout.engine import RayConfig
 
 
 def _owned() -> tuple[str, ...]:
@@ -31,7 +35,7 @@ def is_scan(folder: Path) -> bool:
 def run_scan(paths: list[str], out: str | os.PathLike, config: DedupConfig | None = None, *,
              against: list[str] | None = None, add: bool = False, overwrite: bool = False, report: bool = True,
              show_progress: bool = False, extractor: object = None,
-             write_config: Callable[[Path], None] | None = None, ray: object = None) -> DedupResult:
+             write_config: Callable[[Path], None] | None = None, ray: RayConfig | None = None) -> DedupResult:
     """Scan ``paths`` into the folder ``out`` (claimed for ``dedup``; a re-run reuses its caches).
 
     ``ray``: a :class:`neardup.scaleout.engine.RayConfig` to extract and search on Ray (the same groups).

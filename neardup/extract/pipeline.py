@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from neardup.extract.weights import file_sha256
 from neardup.io_utils import atomic_write_json, read_json_object, read_text, remove_stale_tmp
 from neardup.outdir import claim_out_dir
 from neardup.progress import progress
+
+if TYPE_CHECKING:
+    from neardup.scaleout.engine import RayConfig
 
 #: what ``neardup extract`` writes in --out (removed by --overwrite, never anything else)
 OWNED = ("shards/[0-9][0-9][0-9][0-9][0-9].npy", "shards/[0-9][0-9][0-9][0-9][0-9].json", "shards/.*.tmp", "shards",
@@ -239,7 +242,8 @@ def _check_postprocess(ext: Extractor, dtype: str, normalize: bool, whiten: int 
 
 def extract_features(src: str | os.PathLike, out: str | os.PathLike, config: ExtractConfig | None = None, *,
                      extractor: Extractor | None = None, show_progress: bool = True,
-                     write_config: Callable[[Path], None] | None = None, ray: Any = None) -> ExtractReport:
+                     write_config: Callable[[Path], None] | None = None,
+                     ray: RayConfig | None = None) -> ExtractReport:
     """Extract features of every image in ``src`` into the feature store ``out``.
 
     A re-run with the same config resumes after the last committed shard; job.json records
