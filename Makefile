@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser demo test lint bench clean
+.PHONY: install browser demo test lint bench model clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ lint: install
 
 bench: install
 	$(PY) bench/extract_throughput.py
+
+# retrain the bundled neardup_cd weights from their recipe (about an hour on 2 cores; not part of test)
+model: install
+	bash scripts/train_model.sh
 
 clean:
 	rm -rf out .pytest_cache

@@ -26,12 +26,14 @@ Stages (each in its own process, so each peak-memory figure is its own):
           path forced (streamed rows, projection, IVF, rescoring): the effect of the large path at small scale
   large   real + N distractors of each model through the large path of `neardup dedup` (the stage functions the
           CLI runs: streamed rows -> projection -> k-NN -> star-guarded groups): time, CPU time and peak memory per
-          step, the largest group, plain components against the star guard (chaining), and the pair precision /
-          recall of the real groups (over the real images; "all pairs" also counts distractor pairs)
+          step, the largest group, plain components against the guard (chaining, hubs), and the pair precision /
+          recall of the real groups (over the real images; "all pairs" also counts distractor pairs). The guard
+          is the dedup default (star guard + pair-share rule, --min-pair-share); "star only" is the same run
+          without the pair-share rule, "plain" without any guard
 
 Usage: python bench/dedup_scale.py --val F --queries F --train F --manifest CSV [--n 1000000] [--threshold T | \
 --threshold-from SCAN/summary.json] [--distractors mixture,gaussian] [--out out/bench_dedup_scale] \
-[--stages fit,make,small,large]
+[--stages fit,make,small,large] [--min-pair-share S]
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from neardup.dedup.grouping import MIN_PAIR_SHARE
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 #: similarities of the pair-tail check
@@ -302,14 +306,18 @@ def run_pipeline(X: Any, truth: np.ndarray, threshold: float, args: argparse.Nam
     res["knn_s"], res["knn_cpu_s"] = round(time.perf_counter() - t1, 2), round(cpu_s() - c1, 2)
     res["peak_gb_after_knn"] = round(peak_gb(), 3)
     t2, c2 = time.perf_counter(), cpu_s()
-    star = group_contents(X, sims, nbrs, threshold, args.centre_margin)
+    star = group_contents(X, sims, nbrs, threshold, args.centre_margin, min_pair_share=args.min_pair_share)
     res["group_s"], res["group_cpu_s"] = round(time.perf_counter() - t2, 2), round(cpu_s() - c2, 2)
     res["total_s"], res["total_cpu_s"] = round(time.perf_counter() - t0, 2), round(cpu_s() - c0, 2)
     res["peak_gb"] = round(peak_gb(), 3)
-    plain = group_contents(X, sims, nbrs, threshold, np.inf)  # no centre bound: plain components
+    res["min_pair_share"] = args.min_pair_share
+    t3 = time.perf_counter()
+    star_only = group_contents(X, sims, nbrs, threshold, args.centre_margin, min_pair_share=0.0)
+    res["group_star_only_s"] = round(time.perf_counter() - t3, 2)
+    plain = group_contents(X, sims, nbrs, threshold, np.inf, min_pair_share=0.0)  # no guard: plain components
     n_real = len(truth)
     full_truth = np.r_[truth, np.arange(len(X) - n_real) + truth.max() + 1]
-    for name, labels in (("star", star), ("plain", plain)):
+    for name, labels in (("star", star), ("star_only", star_only), ("plain", plain)):
         res[name] = {"real": pair_scores(truth, np.unique(labels[:n_real], return_inverse=True)[1]),
                      "all": pair_scores(full_truth, labels), **group_stats(labels, full_truth)}
     # similarity to the nearest other row found (column 0 is the row itself), on the full rows
@@ -333,9 +341,9 @@ def stage_small(args: argparse.Namespace) -> None:
     out = {"in_memory": run_pipeline(dense, truth, t, args, exact_limit=10 ** 9),
            "large_path_forced": run_pipeline(rows, truth, t, args, exact_limit=0)}
     for name, r in out.items():
-        print(f"small {name:18s}: {len(rows)} real vectors, threshold {t:.4f}: star P/R/F1 "
-              f"{fmt(r['star']['real'])}, plain {fmt(r['plain']['real'])}, largest group {r['star']['largest']}; "
-              f"{r['total_s']} s")
+        print(f"small {name:18s}: {len(rows)} real vectors, threshold {t:.4f}: guard P/R/F1 "
+              f"{fmt(r['star']['real'])}, star only {fmt(r['star_only']['real'])}, plain {fmt(r['plain']['real'])}, "
+              f"largest group {r['star']['largest']}; {r['total_s']} s")
     write_json(args.out / "small.json", out)
     print(f"small: peak memory {peak_gb():.2f} GB")
 
@@ -360,9 +368,11 @@ def stage_large(args: argparse.Namespace) -> None:
           f"k {args.k}: projection {res['project_s']} s, k-NN {res['knn_s']} s, groups {res['group_s']} s, "
           f"total {res['total_s']} s wall / {res['total_cpu_s']} s CPU; peak memory {res['peak_gb']:.2f} GB "
           f"({res['load_before']} before, {res['load_after']} after, OMP_NUM_THREADS={res['threads']})")
-    for name in ("star", "plain"):
+    labels = {"star": f"guard (star + pair share {res['min_pair_share']:g})", "star_only": "star only",
+              "plain": "plain components"}
+    for name in ("star", "star_only", "plain"):
         r = res[name]
-        print(f"  {name:5s}: real groups P/R/F1 {fmt(r['real'])}; all pairs {fmt(r['all'])}; largest group "
+        print(f"  {labels[name]:30s}: real groups P/R/F1 {fmt(r['real'])}; all pairs {fmt(r['all'])}; largest group "
               f"{r['largest']} ({100 * r['largest_share']:.3f} %), largest with unrelated images "
               f"{r['largest_unrelated']} ({100 * r['largest_unrelated_share']:.3f} %)")
     print(f"  nearest-neighbour similarity quantiles {QUANTILES}: {res['nn_similarity_quantiles']}; distractors "
@@ -407,6 +417,8 @@ def main() -> None:
                     help="summary.json of the small-scale calibrated scan (bench/dedup_quality.py)")
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--centre-margin", type=float, default=0.2, help="the dedup default")
+    ap.add_argument("--min-pair-share", type=float, default=MIN_PAIR_SHARE,
+                    help="the hub guard (the dedup default); 'star only' is the same run without it")
     ap.add_argument("--exact-limit", type=int, default=100_000)
     ap.add_argument("--shard-size", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)

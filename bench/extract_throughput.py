@@ -10,8 +10,10 @@ and the int8 / fp32 ratios. `decode` is decoding + preprocessing alone, one proc
 beat 1 / (decode + forward) per image on a CPU where both share the cores. Without the BSDS photos (or
 with --no-quality) only the forward is measured, on --images.
 
+Each model of --model (default: efficientnet_lite0 and the bundled neardup_cd) gets its own table.
+
 Usage: python bench/extract_throughput.py [--data BSDS500_DIR] [--work out/bench_engines]
-       [--engines torch,onnx,onnx-int8] [--megapixels 12] [--no-quality]
+       [--model efficientnet_lite0,neardup_cd] [--engines torch,onnx,onnx-int8] [--megapixels 12] [--no-quality]
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("out/bench_engines"), help="the attack queries, reused")
     ap.add_argument("--images", type=Path, default=None, help="images for the forward timing [default: BSDS val]")
     ap.add_argument("--n", type=int, default=128, help="images for the forward and decode timings")
-    ap.add_argument("--model", default="efficientnet_lite0")
+    ap.add_argument("--model", default="efficientnet_lite0,neardup_cd", help="one or more models, comma-separated")
     ap.add_argument("--engines", default="torch,onnx,onnx-int8")
     ap.add_argument("--calibration", default=None, help="images calibrating onnx-int8 [default: bundled photos]")
     ap.add_argument("--batch-size", type=int, default=32)
@@ -87,7 +89,9 @@ def main() -> None:
     quality = not args.no_quality and (args.data / "val").is_dir()
     tmp = Path(tempfile.mkdtemp(prefix="neardup_bench_"))
     try:
-        run(args, engines, images, quality, tmp)
+        for model in args.model.split(","):
+            run(argparse.Namespace(**{**vars(args), "model": model}), engines, images, quality, tmp / model)
+            print()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

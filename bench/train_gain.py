@@ -37,21 +37,12 @@ import neardup._compat  # noqa: F401
 from neardup.io_utils import atomic_write_json
 
 try:  # the before/after per-family table of the finetune benchmark (run as a script: bench/ is on sys.path)
-    from finetune_gain import table
+    from finetune_gain import find_bsds, table
 except ImportError:  # pragma: no cover - imported as a module from elsewhere
-    from bench.finetune_gain import table
+    from bench.finetune_gain import find_bsds, table
 
 #: (name, loss, miner) of the `train` runs compared
 RECIPES = (("triplet", "triplet", "batch-hard"), ("ms", "multi-similarity", "multi-similarity"))
-
-
-def find_bsds() -> Path:
-    """The shared BSDS500 photos: the first ``shared/data/bsds500`` above this script (worktrees sit deeper)."""
-    for parent in Path(__file__).resolve().parents:
-        cand = parent / "shared" / "data" / "bsds500"
-        if (cand / "train").is_dir():
-            return cand
-    return Path("/work/shared/data/bsds500")
 
 
 class Runner:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make demo: attack -> extract -> exact search -> ... -> dedup on BSDS500 (100 val photos as originals, 200 train
-# photos as distractors), for efficientnet_lite0 and for pHash. Outputs under out/demo/.
+# photos as distractors), for neardup_cd (the bundled default) and for pHash. Outputs under out/demo/.
 set -euo pipefail
 ND=${ND:-.venv/bin/neardup}
 OUT=${OUT:-out/demo}
@@ -17,7 +17,7 @@ fi
 t0=$(date +%s)
 echo "== 1/8 neardup attack $VAL $OUT/queries"
 $ND attack "$VAL" "$OUT/queries"
-for model in efficientnet_lite0 phash; do
+for model in neardup_cd phash; do
   echo "== 2/8 neardup extract ($model): originals, distractors, queries"
   $ND extract "$VAL" --model $model --out "$OUT/features/$model/originals" --overwrite
   $ND extract "$TRAIN" --model $model --out "$OUT/features/$model/distractors" --overwrite
@@ -27,22 +27,22 @@ for model in efficientnet_lite0 phash; do
     --distractors "$OUT/features/$model/distractors" --out "$OUT/search_$model.json" --quiet
 done
 echo "== 4/8 neardup report"
-$ND report "$OUT/search_efficientnet_lite0.json" "$OUT/search_phash.json"
+$ND report "$OUT/search_neardup_cd.json" "$OUT/search_phash.json"
 echo "== 5/8 neardup search bench (exact vs approximate faiss indexes, 20k synthetic distractors added) + plot"
-$ND search bench --database "$OUT/features/efficientnet_lite0/originals" --queries "$OUT/features/efficientnet_lite0/queries" \
-  --distractors "$OUT/features/efficientnet_lite0/distractors" --index Flat --index "IVF{nlist},Flat" --index HNSW32 \
+$ND search bench --database "$OUT/features/neardup_cd/originals" --queries "$OUT/features/neardup_cd/queries" \
+  --distractors "$OUT/features/neardup_cd/distractors" --index Flat --index "IVF{nlist},Flat" --index HNSW32 \
   --nprobe 4 --nprobe 16 --ef-search 64 --synthetic 20000 $PCA --out "$OUT/search_bench"
 $ND plot "$OUT/search_bench/results.json" --out "$OUT/search_bench/figures"
-echo "== 6/8 neardup cluster (k-NN graph, threshold sweep; mosaics in $OUT/cluster_efficientnet_lite0)"
-$ND cluster "$OUT/features/efficientnet_lite0/originals" "$OUT/features/efficientnet_lite0/queries" \
-  "$OUT/features/efficientnet_lite0/distractors" --method graph --sweep 0.05:0.4:0.05 \
-  --exclude distractor --out "$OUT/cluster_efficientnet_lite0"
+echo "== 6/8 neardup cluster (k-NN graph, threshold sweep; mosaics in $OUT/cluster_neardup_cd)"
+$ND cluster "$OUT/features/neardup_cd/originals" "$OUT/features/neardup_cd/queries" \
+  "$OUT/features/neardup_cd/distractors" --method graph --sweep 0.05:0.4:0.05 \
+  --exclude distractor --out "$OUT/cluster_neardup_cd"
 echo "== 7/8 neardup finetune (a short run: 3 epochs on the distractor photos, validated on up to 580 queries)"
 rm -rf "$OUT/finetune"
 $ND finetune "$TRAIN" --out "$OUT/finetune" --epochs 3 --batch-size $FT_BATCH \
   --val-queries "$OUT/queries" --val-database "$VAL" --val-distractors "$TRAIN" --val-max-queries 580 --val-every 3
 echo "== 8/8 neardup dedup (originals + their attacked copies + distractors as one collection; no labels, calibrated threshold)"
-$ND dedup "$OUT/features/efficientnet_lite0/originals" "$OUT/features/efficientnet_lite0/queries" \
-  "$OUT/features/efficientnet_lite0/distractors" --out "$OUT/dedup" --overwrite
+$ND dedup "$OUT/features/neardup_cd/originals" "$OUT/features/neardup_cd/queries" \
+  "$OUT/features/neardup_cd/distractors" --out "$OUT/dedup" --overwrite
 echo "== the dedup report: open file://$(cd "$OUT/dedup" && pwd)/report.html in a browser"
 echo "== demo finished in $(( $(date +%s) - t0 )) s; results in $OUT/"

@@ -9,11 +9,22 @@ import click
 
 from neardup.cli._common import FloatIn, config_option, default_help, save_config
 from neardup.cli._ray import ray_config, ray_options
+from neardup.cli.search import score_norm_options
 from neardup.dedup.find import KEEP_RULES, DedupConfig
+from neardup.dedup.grouping import HUB_MIN_SIZE
 from neardup.extract.registry import ENGINES
 
 _D = DedupConfig()
 
+
+def _norm_options(f: Any) -> Any:
+    """The score-normalisation options of `search exact` / `query`, with what they mean for a scan."""
+    return score_norm_options(f, normalize_help=(
+        "Normalise every pair's score by the two images' similarity to their nearest neighbours in BACKGROUND "
+        "(SSCD, ISC 2021): an image that resembles everything no longer passes the threshold with unrelated ones. "
+        "BACKGROUND: a feature folder of the same model, or images (extracted like the collection, cached in "
+        "--out). Its images must be copies of nothing in the collection (a background inside an input is "
+        "refused). The threshold is then a normalised score."), per="image")
 
 
 class DedupGroup(click.Group):
@@ -49,8 +60,9 @@ def dedup() -> None:
                    "train/test contamination.")
 @click.option("--add", is_flag=True, default=False,
               help="Add PATH to the earlier scan in --out, encoding only the new images.")
-@click.option("--threshold", type=FloatIn(-1, 1), default=None,
-              help="Cosine similarity at which two images are duplicates [default: calibrated on your images].")
+@click.option("--threshold", type=float, default=None,
+              help="Cosine similarity (a normalised score with --normalize-scores) at which two images are "
+                   "duplicates [default: calibrated on your images].")
 @click.option("--precision", type=FloatIn(0.5, 1, hi_open=True), default=None,
               help=f"Target precision of the calibrated threshold. {default_help(_D.precision)}")
 @click.option("--keep", type=click.Choice(KEEP_RULES), default=None,
@@ -66,6 +78,9 @@ def dedup() -> None:
 @click.option("--centre-margin", type=FloatIn(0, 1), default=None,
               help=f"Chaining guard: members must be within threshold - margin of their group's centre. "
                    f"{default_help(_D.centre_margin)}")
+@click.option("--min-pair-share", type=FloatIn(0, 1), default=None,
+              help=f"Hub guard: groups of {HUB_MIN_SIZE}+ files need this share of their pairs above the threshold, "
+                   f"else their centre is split off (0: off). {default_help(_D.min_pair_share)}")
 @click.option("-k", "k", type=click.IntRange(2, 1000), default=None,
               help=f"Neighbours per image in the k-NN graph. {default_help(_D.k)}")
 @click.option("--exact-limit", type=click.IntRange(1), default=None,
@@ -76,6 +91,7 @@ def dedup() -> None:
 @click.option("--engine", type=click.Choice(ENGINES), default=None,
               help=f"What runs the network (onnx-int8: 2x faster on CPU, R@1 -0.0002). {default_help(_D.engine)}")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help=default_help(_D.seed))
+@_norm_options
 @click.option("--no-report", is_flag=True, default=False, help="Do not write report.html.")
 @click.option("--overwrite", is_flag=True, default=False,
               help="Start over: remove this command's earlier files in --out (never anything else).")
@@ -102,7 +118,7 @@ def scan(paths: tuple[str, ...], out: str, against: tuple[str, ...], add: bool, 
            + ("" if cal.reached else "; TARGET NOT REACHED") if cal else "given")
     click.echo(f"{d['files']} files: {d['groups']} groups, {d['duplicates']} duplicates "
                f"({d['exact_duplicates']} exact, {d['near_duplicates']} near), {d['unreadable']} unreadable")
-    click.echo(f"threshold {d['threshold']:.4f} ({how})")
+    click.echo(f"threshold {d['threshold']:.4f} ({'normalised score; ' if result.normalization else ''}{how})")
     click.echo(f"largest group {d['largest_group']} files; timings " +
                ", ".join(f"{k} {v:.1f}s" for k, v in d["timings_s"].items()))
     click.echo(f"results: {Path(out) / 'groups.csv'}, {Path(out) / 'pairs.csv'}, {Path(out) / 'summary.json'}")

@@ -16,16 +16,21 @@ from neardup.outdir import check_out_dir, check_out_file, claim_out_dir
 BENCH_OWNED = ("results.json", "config.yaml")
 
 
-def score_norm_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """``--normalize-scores BACKGROUND`` and its ``--norm-*`` settings (search exact, query)."""
+#: --normalize-scores' help in `search exact` and `query` (another command may give its own)
+NORMALIZE_HELP = ("Subtract from each query's scores its similarity to its nearest neighbours in BACKGROUND "
+                  "(a feature folder, or images extracted like the features), as SSCD and ISC 2021 do: "
+                  "scores of different queries become comparable (µAP, one threshold); a query's own "
+                  "ranking does not change.")
+
+
+def score_norm_options(f: Callable[..., Any], normalize_help: str = NORMALIZE_HELP,
+                       per: str = "query") -> Callable[..., Any]:
+    """``--normalize-scores BACKGROUND`` and its ``--norm-*`` settings (search exact, query, dedup)."""
     options = [
         click.option("--normalize-scores", "normalize_scores", type=click.Path(), default=None, metavar="BACKGROUND",
-                     help="Subtract from each query's scores its similarity to its nearest neighbours in BACKGROUND "
-                          "(a feature folder, or images extracted like the features), as SSCD and ISC 2021 do: "
-                          "scores of different queries become comparable (µAP, one threshold); a query's own "
-                          "ranking does not change."),
+                     help=normalize_help),
         click.option("--norm-k", "norm_k", type=click.IntRange(1, 10_000), default=None,
-                     help="Background neighbours per query [default: 3, as SSCD]."),
+                     help=f"Background neighbours per {per} [default: 3, as SSCD]."),
         click.option("--norm-beta", "norm_beta", type=click.FloatRange(0, 10), default=None,
                      help="Weight of the background similarity [default: 1.0]."),
         click.option("--norm-reduction", "norm_reduction", type=click.Choice(["mean", "kth"]), default=None,

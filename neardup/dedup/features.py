@@ -123,6 +123,11 @@ class FeatureCache:
         return sorted(p for p in self.root.glob("part-[0-9][0-9][0-9][0-9][0-9].json"))
 
     def _extract(self, listing: Path, show_progress: bool) -> None:
+        self.extract_into(listing.with_suffix(".txt"), listing.with_suffix(""), show_progress)
+
+    def extract_into(self, images: Path, out: Path, show_progress: bool = False) -> None:
+        """Features of ``images`` (a folder or list file) into the feature folder ``out``, with this scan's model
+        and options (``neardup extract``: resumed if it was cut short, refused if made differently)."""
         from neardup.extract.config import ExtractConfig
         from neardup.extract.pipeline import extract_features
 
@@ -131,11 +136,9 @@ class FeatureCache:
                             workers=o.get("workers"), device=o.get("device", "auto"), engine=o.get("engine", "auto"),
                             dtype=o.get("dtype", "float32"))
         if self.ray is not None:
-            extract_features(listing.with_suffix(".txt"), listing.with_suffix(""), cfg, show_progress=show_progress,
-                             ray=self.ray)
+            extract_features(images, out, cfg, show_progress=show_progress, ray=self.ray)
             return
-        extract_features(listing.with_suffix(".txt"), listing.with_suffix(""), cfg, extractor=self.extractor(),
-                         show_progress=show_progress)
+        extract_features(images, out, cfg, extractor=self.extractor(), show_progress=show_progress)
 
     def vectors(self, files: list[FileInfo], show_progress: bool = False,
                 stream_above: int | None = None) -> ContentVectors:

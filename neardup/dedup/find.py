@@ -6,10 +6,14 @@ Stages, each timed and each reused by a re-run:
 2. **features**: one vector per distinct content, cached under ``DIR/features`` (:mod:`neardup.dedup.features`).
 3. **k-NN**: each content's ``k`` nearest contents through the fastsearch index layer: exact (flat) up to
    ``exact_limit`` contents, IVF above.
+   With ``--normalize-scores BACKGROUND`` each content's background bias is computed and every k-NN score is
+   normalised (:mod:`neardup.dedup.normalization`): the candidates are the raw search's ``k`` neighbours, and
+   everything after (threshold, calibration, guard, reported scores) is on the normalised scale.
 4. **calibrate**: unless a threshold is given, one chosen on the collection's own images
    (:mod:`neardup.dedup.scores`, :mod:`neardup.dedup.calibrate`).
-5. **group**: connected components of the k-NN edges at the threshold, split by the star guard
-   (:mod:`neardup.dedup.grouping`) so that chains of near neighbours cannot merge unrelated images.
+5. **group**: connected components of the k-NN edges at the threshold, split by the star guard and the
+   pair-share rule (:mod:`neardup.dedup.grouping`) so that chains of near neighbours and hubs cannot merge
+   unrelated images.
 6. **keepers**: one per group by the ``keep`` rule; members with the keeper's decoded pixels are marked exact.
 """
 
@@ -18,20 +22,22 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from neardup.dedup.calibrate import Calibration
-from neardup.dedup.grouping import edges  # noqa: F401  (re-exported: callers import it from here)
+from neardup.dedup.grouping import MIN_PAIR_SHARE, edges  # noqa: F401  (edges re-exported: callers import it from here)
 from neardup.dedup.inventory import FileInfo
 from neardup.dedup.knngraph import KnnGraph, KnnLists
 from neardup.dedup.large import StoredRows
 from neardup.errors import UsageError
 
 if TYPE_CHECKING:
+    from neardup.dedup.normalization import Background
+    from neardup.fastsearch.normalize import ScoreNormalization
     from neardup.scaleout.engine import RayConfig
 
 SCHEMA = "neardup.dedup/1"
@@ -44,19 +50,25 @@ PIXEL_CHECK = 0.999
 class DedupConfig:
     """Every option of a scan; the CLI's flags and YAML keys are these fields.
 
-    ``threshold`` is a cosine similarity (None: calibrated to reach ``precision``); ``centre_margin`` loosens the
-    star guard: a member must be within ``threshold - centre_margin`` of its group's centre.
+    ``threshold`` is a cosine similarity, or a normalised score with ``normalize_scores`` (None: calibrated to
+    reach ``precision``); ``centre_margin`` loosens the star guard: a member must be within
+    ``threshold - centre_margin`` of its group's centre; ``min_pair_share``: groups of
+    :data:`~neardup.dedup.grouping.HUB_MIN_SIZE` or more must have this share of member pairs at or above the
+    threshold (0: no such check). ``normalize_scores`` and ``norm_*``: :class:`ScoreNormalization`'s fields.
     """
 
-    model: str = "efficientnet_lite0"
+    model: str = "neardup_cd"
     weights: str | None = None
     threshold: float | None = None
-    precision: float = 0.99
+    # 0.995, not 0.99: the estimate rests on ~200 negatives, so at 0.99 the cut may sit just above the second
+    # highest; a false merge puts a distinct photo among the copies that `apply` acts on
+    precision: float = 0.995
     keep: str = "largest"
     calibration_images: int = 200
     calibration_attacks: str = "default"
     copies_per_image: int = 3
     centre_margin: float = 0.2
+    min_pair_share: float = MIN_PAIR_SHARE
     k: int = 20
     exact_limit: int = 100_000
     batch_size: int = 32
@@ -64,6 +76,17 @@ class DedupConfig:
     device: str = "auto"
     engine: str = "auto"
     seed: int = 0
+    normalize_scores: str | None = None
+    norm_k: int | None = None
+    norm_beta: float | None = None
+    norm_reduction: str | None = None
+
+    def normalization(self) -> ScoreNormalization | None:
+        """The score normalisation these options ask for (validated), or None."""
+        from neardup.fastsearch.normalize import ScoreNormalization
+
+        return ScoreNormalization.from_options(self.normalize_scores, self.norm_k, self.norm_beta,
+                                               self.norm_reduction)
 
     def validate(self) -> DedupConfig:
         """Raises UsageError naming the flag of the first bad value."""
@@ -73,12 +96,20 @@ class DedupConfig:
         def is_num(v: Any) -> bool:
             return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
 
-        if self.threshold is not None and not (is_num(self.threshold) and -1.0 <= self.threshold <= 1.0):
+        norm = self.normalization()
+        if norm is None and self.threshold is not None and not (is_num(self.threshold)
+                                                                and -1.0 <= self.threshold <= 1.0):
             raise UsageError(f"--threshold is a cosine similarity in [-1, 1], got {self.threshold!r}")
+        if norm is not None and self.threshold is not None and not (
+                is_num(self.threshold) and abs(self.threshold) <= 1.0 + norm.beta):
+            raise UsageError(f"--threshold is a normalised score (a cosine less --norm-beta x a background "
+                             f"similarity) in [{-1 - norm.beta:g}, {1 + norm.beta:g}], got {self.threshold!r}")
         if not (is_num(self.precision) and 0.5 <= self.precision < 1.0):
             raise UsageError(f"--precision must be in [0.5, 1), got {self.precision!r}")
         if not (is_num(self.centre_margin) and 0.0 <= self.centre_margin <= 1.0):
             raise UsageError(f"--centre-margin must be in [0, 1], got {self.centre_margin!r}")
+        if not (is_num(self.min_pair_share) and 0.0 <= self.min_pair_share <= 1.0):
+            raise UsageError(f"--min-pair-share must be in [0, 1], got {self.min_pair_share!r}")
         if self.keep not in KEEP_RULES:
             raise UsageError(f"--keep must be one of {', '.join(KEEP_RULES)}, got {self.keep!r}")
         for name, lo, hi in (("calibration_images", 2, 100_000), ("copies_per_image", 1, 100), ("k", 2, 1000),
@@ -103,7 +134,9 @@ class DedupResult:
     files: list[FileInfo]
     group: np.ndarray
     keepers: dict[int, int]
-    scores: np.ndarray  # similarity of each file to its group's keeper (1 for keepers and exact copies)
+    # score of each file to its group's keeper (1 for keepers and exact copies; with score normalisation, the
+    # normalised score: 1 - offsets for keepers and exact copies)
+    scores: np.ndarray
     kinds: list[str]  # keeper | exact | near | unique | unreadable
     reference: np.ndarray  # bool: the file came from --against
     pairs: list[tuple[int, int, float]]
@@ -113,6 +146,7 @@ class DedupResult:
     model: str
     timings: dict[str, float] = field(default_factory=dict)
     against: bool = False
+    normalization: dict[str, Any] | None = None  # the background's record: scores are normalised scores
 
     def groups(self) -> dict[int, list[int]]:
         """group -> member file indices, keeper first."""
@@ -140,7 +174,8 @@ class DedupResult:
                 "threshold_source": "given" if self.calibration is None else "calibrated",
                 "calibration": None if self.calibration is None else
                 {k: v for k, v in self.calibration.to_dict().items() if k != "curve"},
-                "model": self.model, "against": self.against, "timings_s": self.timings}
+                "model": self.model, "against": self.against, "timings_s": self.timings,
+                "normalization": self.normalization}
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
@@ -206,54 +241,74 @@ def knn(X: np.ndarray | StoredRows, k: int, exact_limit: int,
 
 
 def group_contents(X: np.ndarray | StoredRows, sims: np.ndarray, nbrs: np.ndarray, threshold: float,
-                   centre_margin: float) -> np.ndarray:
+                   centre_margin: float, *, offset: np.ndarray | None = None,
+                   min_pair_share: float = MIN_PAIR_SHARE) -> np.ndarray:
     """Group label of each content row of the k-NN lists (sims, nbrs) (see :func:`group_graph`)."""
-    return group_graph(X, KnnLists(sims, nbrs), threshold, centre_margin)
+    return group_graph(X, KnnLists(sims, nbrs), threshold, centre_margin, offset=offset,
+                       min_pair_share=min_pair_share)
 
 
-def group_graph(X: np.ndarray | StoredRows, graph: KnnGraph, threshold: float, centre_margin: float) -> np.ndarray:
-    """Group label of each content row (star-guarded components of the threshold graph).
+def group_graph(X: np.ndarray | StoredRows, graph: KnnGraph, threshold: float, centre_margin: float, *,
+                offset: np.ndarray | None = None, min_pair_share: float = MIN_PAIR_SHARE) -> np.ndarray:
+    """Group label of each content row (components of the threshold graph, split by the star guard and the
+    pair-share rule of :func:`~neardup.dedup.grouping.guarded_groups`).
 
     Streamed rows were searched in a projection: their edges within
     :data:`~neardup.dedup.large.RESCORE_MARGIN` of the threshold are scored again on the full rows, and the
     centre checks read the full rows of each group, one component at a time
     (:func:`~neardup.dedup.large.guarded_by_component`), so groups are decided on the same similarities as in
     memory.
+
+    Args:
+        sims: the k-NN scores, normalised when ``offset`` is given (then every pair's score is
+            ``x_i . x_j - offset[i] - offset[j]``: :mod:`neardup.dedup.normalization`).
     """
-    from neardup.dedup.grouping import guarded_groups
-    from neardup.dedup.large import RESCORE_MARGIN, guarded_by_component
+    from neardup.dedup.grouping import dot_sim, gram, guarded_groups
+    from neardup.dedup.large import RESCORE_MARGIN, edge_similarities, guarded_by_component
 
     if isinstance(X, StoredRows):
-        r, c, s = graph.scored_edges(X, threshold - RESCORE_MARGIN)
-        return guarded_by_component(len(X), r, c, s, threshold, X.take, threshold - centre_margin)
+        if offset is None:
+            r, c, full = graph.scored_edges(X, threshold - RESCORE_MARGIN)
+        else:  # normalised lists: rescored on the full rows, then normalised the same way
+            r, c, _ = graph.edges(threshold - RESCORE_MARGIN)
+            full = edge_similarities(X, r, c) - offset[r] - offset[c]
+        return guarded_by_component(len(X), r, c, full, threshold, X.take, threshold - centre_margin,
+                                    offset=offset, min_pair_share=min_pair_share)
     r, c, s = graph.edges(threshold)
-    return guarded_groups(len(X), r, c, s, threshold, lambda i, js: X[js] @ X[i],
-                          centre_threshold=threshold - centre_margin, dense=lambda js: X[js] @ X[js].T)
+    return guarded_groups(len(X), r, c, s, threshold, dot_sim(X, offset), centre_threshold=threshold - centre_margin,
+                          dense=gram(X, offset), min_pair_share=min_pair_share)
 
 
 def calibrate(X: np.ndarray | StoredRows, paths: list[str], shas: list[str], graph: KnnGraph,
-              extractor: Callable[[], Any], cfg: DedupConfig, out: Path, show_progress: bool = False) -> Calibration:
+              extractor: Callable[[], Any], cfg: DedupConfig, out: Path, show_progress: bool = False,
+              background: Background | None = None, bias: np.ndarray | None = None) -> Calibration:
     """The threshold reaching ``cfg.precision`` on the collection's own positives and hard negatives.
 
-    ``extractor()`` gives the model (called only when the cached scores cannot be reused).
+    ``extractor()`` gives the model (called only when the cached scores cannot be reused). With a ``background``
+    (and the contents' ``bias``), ``sims`` are the normalised k-NN scores and every calibration score is
+    normalised too, each attacked copy and decoy with its own bias.
     """
     from neardup.dedup import scores
     from neardup.dedup.calibrate import choose_threshold
 
     rows = scores.sample_rows(shas, cfg.calibration_images, cfg.seed)
+    # the draw holds raw scores and biases: beta is applied after, so it is not part of the key
+    norm = {} if background is None else {"normalization": {k: v for k, v in background.to_dict().items()
+                                                            if k != "beta"}}
     key = scores.cache_key(model=cfg.model, weights=cfg.weights, attacks=cfg.calibration_attacks, seed=cfg.seed,
-                           copies=cfg.copies_per_image, rows=[shas[r] for r in rows.tolist()])
-    cached = scores.load_cached(out, key)
-    if cached is None:
-        pos, dec = scores.score_sample(X, paths, rows, extractor(), cfg.calibration_attacks, cfg.copies_per_image,
-                                       cfg.seed, cfg.batch_size, show_progress)
-    else:
-        pos, dec = cached
+                           copies=cfg.copies_per_image, rows=[shas[r] for r in rows.tolist()], **norm)
+    draw = scores.load_cached(out, key)
+    if draw is None:
+        draw = scores.score_sample(X, paths, rows, extractor(), cfg.calibration_attacks, cfg.copies_per_image,
+                                   cfg.seed, cfg.batch_size, show_progress,
+                                   bias=None if background is None else background.bias)
+    pos, dec = draw.scores(bias if background is not None else None,
+                           background.config.beta if background is not None else 1.0)
     if not len(pos) or not len(dec):
         raise UsageError("calibration needs at least 2 readable images; give --threshold")
     cut = choose_threshold(pos, dec, cfg.precision).threshold
     sample = scores.ScoreSample(pos, dec, scores.neighbour_negatives(rows, graph, cut))
-    scores.save(out, key, sample)
+    scores.save(out, key, sample, draw)
     cal = choose_threshold(sample.pos, sample.neg, cfg.precision)
     cal.n_decoys, cal.n_neighbours = len(sample.decoys), len(sample.neighbours)
     return cal
@@ -271,6 +326,12 @@ def _keeper(members: list[int], files: list[FileInfo], sizes: dict[int, tuple[in
     return min(members)
 
 
+def for_extractor(cfg: DedupConfig, extractor: Any) -> DedupConfig:
+    """``cfg`` with the model of a given, already loaded ``extractor`` (unchanged without one)."""
+    name = getattr(getattr(extractor, "cfg", None), "name", None)
+    return cfg if extractor is None or not name or name == cfg.model else replace(cfg, model=name)
+
+
 # ---------------------------------------------------------------------------------------------------- the call
 def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfig | None = None, *,
                     against: list[str] | None = None, extractor: Any = None,
@@ -281,21 +342,24 @@ def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfi
         paths: folders, list files or feature folders of images (all their images form the collection).
         out: the scan folder: caches live here, so a re-run (or one with more images) reuses them. The caller owns
             it (the CLI claims it with :func:`neardup.outdir.claim_out_dir`); nothing is written outside it.
-        config: options (default: bundled model, calibrated threshold at precision 0.99).
+        config: options (default: bundled model, calibrated threshold at precision 0.995).
         against: reference folders: then only groups holding an image of ``paths`` and a reference are kept, with a
             reference as the keeper. The groups are those of a scan of both, restricted.
-        extractor: a loaded extractor to reuse (tests, notebooks); it must be ``config.model``.
+        extractor: a loaded extractor to reuse (tests, notebooks); the scan records its model, whatever
+            ``config.model`` says (:func:`for_extractor`), so its features are never filed under another name.
         ray: a :class:`neardup.scaleout.engine.RayConfig`: the features are extracted and the k-NN graph is
             searched on Ray (:mod:`neardup.scaleout`); the groups are those of a run without it.
 
     Raises:
         UsageError: bad options or inputs.
     """
-    cfg = (config or DedupConfig()).validate()
+    cfg = for_extractor((config or DedupConfig()).validate(), extractor)
     if ray is None:
         return _find(paths, Path(out), cfg, against, extractor, show_progress, None)
     if extractor is not None:
         raise ValueError("with ray, the encode actors build their own extractor: pass config, not extractor")
+    if cfg.normalization() is not None:
+        raise UsageError("--normalize-scores does not run with --ray yet: give one of them")
     from neardup.scaleout.engine import ray_session
 
     with ray_session(ray.validate()) as cluster:
@@ -319,6 +383,11 @@ def _find(paths: list[str], out: Path, cfg: DedupConfig, against: list[str] | No
     if both:
         raise UsageError(f"{len(both)} file(s) are both in PATH and in --against, e.g. {both[0]}")
     all_paths = sorted(set(own) | set(refs))
+    norm = cfg.normalization()
+    if norm is not None:
+        from neardup.dedup.normalization import check_apart
+
+        check_apart(norm.background, [*paths, *(against or [])], all_paths)  # before any long work
     ref_set = set(refs)
     files = _scan(all_paths, out, show_progress, on_ray)
     reference = np.array([f.path in ref_set for f in files], dtype=bool)
@@ -338,9 +407,28 @@ def _find(paths: list[str], out: Path, cfg: DedupConfig, against: list[str] | No
     content_paths = [files[first_file[r]].path for r in range(len(X))]
     timings["features"] = time.perf_counter() - t
 
+    background = bias = offset = None
+    if norm is not None:
+        from neardup.dedup.normalization import load_background
+        from neardup.extract.space import FeatureSpace
+
+        t = time.perf_counter()
+        ext = cache.extractor()
+        background = load_background(norm, out, [*paths, *(against or [])], all_paths,
+                                     FeatureSpace.of_extractor(ext), ext.metric,
+                                     lambda src, dest: cache.extract_into(src, dest, show_progress))
+        bias = background.bias(X)
+        offset = background.offsets(bias)
+        timings["background"] = time.perf_counter() - t
+
     with ExitStack() as held:
         t = time.perf_counter()
         graph = _graph(X, cfg, on_ray, out, vec.sha, vec.model, held, show_progress)
+        if background is not None and bias is not None and isinstance(graph, KnnLists):
+            # the raw search's k candidates, then their scores normalised
+            from neardup.dedup.normalization import normalise_knn
+
+            graph = KnnLists(normalise_knn(graph.sims, graph.nbrs, bias, background.config.beta), graph.nbrs)
         timings["knn"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -348,14 +436,16 @@ def _find(paths: list[str], out: Path, cfg: DedupConfig, against: list[str] | No
         calibration = None
         threshold = cfg.threshold
         if threshold is None:
-            calibration = calibrate(X, content_paths, vec.sha, graph, cache.extractor, cfg, out, show_progress)
+            calibration = calibrate(X, content_paths, vec.sha, graph, cache.extractor, cfg, out, show_progress,
+                                    background, bias)
             threshold = calibration.threshold
         moved = getattr(graph, "seconds", 0.0) - searched
         timings["calibrate"] = time.perf_counter() - t - moved
         timings["knn"] += moved
 
         t = time.perf_counter()
-        content_group = group_graph(X, graph, threshold, cfg.centre_margin) if len(X) else np.zeros(0, int)
+        content_group = (group_graph(X, graph, threshold, cfg.centre_margin, offset=offset,
+                                     min_pair_share=cfg.min_pair_share) if len(X) else np.zeros(0, int))
         pair_edges = graph.edges(threshold)
     label = np.where(row >= 0, content_group[np.maximum(row, 0)] if len(X) else -1, -1)
     members: dict[int, list[int]] = {}
@@ -383,30 +473,34 @@ def _find(paths: list[str], out: Path, cfg: DedupConfig, against: list[str] | No
         keepers[new] = k
         kinds[k] = "keeper"
         group[m] = new
+        shift = (lambda a, b: 0.0) if offset is None else (lambda a, b: float(offset[row[a]] + offset[row[b]]))
+        scores_[k] = 1.0 - shift(k, k)
         for i in m:
             if i == k:
                 continue
-            s = float(X[row[i]] @ X[row[k]])
+            s = float(X[row[i]] @ X[row[k]])  # raw: the pixel check is about identical images
             same = row[i] == row[k] or (s >= PIXEL_CHECK and digest(i) is not None and digest(i) == digest(k))
-            scores_[i] = 1.0 if same else s
+            scores_[i] = (1.0 if same else s) - shift(i, k)
             kinds[i] = "exact" if same else "near"
-    pairs = _pairs(group, row, pair_edges, files)
+    pairs = _pairs(group, row, pair_edges, files, offset)
     timings["group"] = time.perf_counter() - t
     return DedupResult(files, group, keepers, scores_, kinds, reference, pairs, float(threshold), calibration,
-                       vec.reasons, vec.model, {k: round(v, 3) for k, v in timings.items()}, bool(against))
+                       vec.reasons, vec.model, {k: round(v, 3) for k, v in timings.items()}, bool(against),
+                       None if background is None else background.to_dict())
 
 
 def _pairs(group: np.ndarray, row: np.ndarray, threshold_edges: tuple[np.ndarray, np.ndarray, np.ndarray],
-           files: list[FileInfo]) -> list[tuple[int, int, float]]:
-    """Every kept edge inside a group (file indices, similarity): k-NN edges at the threshold between files of
-    the same group, and each exact copy to the first file of its content."""
+           files: list[FileInfo], offset: np.ndarray | None = None) -> list[tuple[int, int, float]]:
+    """Every kept edge inside a group (file indices, score): k-NN edges at the threshold between files of
+    the same group, and each exact copy to the first file of its content (1, less the offsets when normalised)."""
     files_of_row: dict[int, list[int]] = {}
     for i, r in enumerate(row.tolist()):
         if r >= 0 and group[i] >= 0:
             files_of_row.setdefault(r, []).append(i)
     out: list[tuple[int, int, float]] = []
-    for fs in files_of_row.values():
-        out.extend((fs[0], j, 1.0) for j in fs[1:] if group[j] == group[fs[0]])
+    for r, fs in files_of_row.items():
+        same = 1.0 if offset is None else float(1.0 - 2 * offset[r])
+        out.extend((fs[0], j, same) for j in fs[1:] if group[j] == group[fs[0]])
     seen: set[tuple[int, int]] = set()
     r_, c_, s_ = threshold_edges
     for a_row, b_row, s in zip(r_.tolist(), c_.tolist(), s_.tolist(), strict=True):

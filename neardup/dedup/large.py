@@ -307,7 +307,8 @@ def edge_similarities(X: StoredRows, rows: np.ndarray, cols: np.ndarray, chunk: 
 
 
 def guarded_by_component(n: int, rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, threshold: float,
-                         vectors: Callable[[np.ndarray], np.ndarray], centre_threshold: float) -> np.ndarray:
+                         vectors: Callable[[np.ndarray], np.ndarray], centre_threshold: float, *,
+                         offset: np.ndarray | None = None, min_pair_share: float | None = None) -> np.ndarray:
     """:func:`neardup.dedup.grouping.guarded_groups` run on each component of the threshold graph on its own.
 
     The same partition and labels (the guard never looks outside a component, and labels are numbered by each
@@ -316,8 +317,12 @@ def guarded_by_component(n: int, rows: np.ndarray, cols: np.ndarray, sims: np.nd
 
     Args:
         vectors: the unit vectors of some items (indices -> (len, d) array), for the centre checks.
+        offset: per item, subtracted twice from each pair's dot product (score normalisation), as ``sims`` were.
+        min_pair_share: the pair-share rule (None: :data:`~neardup.dedup.grouping.MIN_PAIR_SHARE`).
     """
-    from neardup.dedup.grouping import components, guarded_groups
+    from neardup.dedup.grouping import MIN_PAIR_SHARE, components, dot_sim, gram, guarded_groups
+
+    share = MIN_PAIR_SHARE if min_pair_share is None else min_pair_share
 
     keep = sims >= threshold
     rows, cols, sims = rows[keep], cols[keep], sims[keep]
@@ -330,8 +335,10 @@ def guarded_by_component(n: int, rows: np.ndarray, cols: np.ndarray, sims: np.nd
         a, b = order[0::2], order[1::2]  # a < b
         close = np.empty(len(a), dtype=bool)
         for s in range(0, len(a), BLOCK):
-            close[s:s + BLOCK] = np.einsum("ij,ij->i", vectors(a[s:s + BLOCK]),
-                                           vectors(b[s:s + BLOCK])) >= centre_threshold
+            score = np.einsum("ij,ij->i", vectors(a[s:s + BLOCK]), vectors(b[s:s + BLOCK]))
+            if offset is not None:
+                score = score - offset[a[s:s + BLOCK]] - offset[b[s:s + BLOCK]]
+            close[s:s + BLOCK] = score >= centre_threshold
         labels[b[close]] = a[close]
     big = np.flatnonzero(size >= 3)
     if len(big):
@@ -342,20 +349,12 @@ def guarded_by_component(n: int, rows: np.ndarray, cols: np.ndarray, sims: np.nd
         for c, m0 in zip(big.tolist(), starts.tolist(), strict=True):
             m = members[m0:m0 + size[c]]  # sorted
             e = e_order[np.searchsorted(e_comp, c):np.searchsorted(e_comp, c, side="right")]
-            V = vectors(m)
+            V, o = vectors(m), None if offset is None else offset[m]
             sub = guarded_groups(len(m), np.searchsorted(m, rows[e]), np.searchsorted(m, cols[e]), sims[e],
-                                 threshold, _dot(V), centre_threshold=centre_threshold,
-                                 dense=_gram(V))
+                                 threshold, dot_sim(V, o), centre_threshold=centre_threshold, dense=gram(V, o),
+                                 min_pair_share=share)
             labels[m] = m[np.unique(sub, return_index=True)[1]][sub]
     return renumber(labels)
-
-
-def _dot(V: np.ndarray) -> Callable[[int, np.ndarray], np.ndarray]:
-    return lambda i, js: V[js] @ V[i]
-
-
-def _gram(V: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    return lambda js: V[js] @ V[js].T
 
 
 def renumber(labels: np.ndarray) -> np.ndarray:

@@ -53,6 +53,11 @@ SUMMARY_SCHEMA: dict[str, Any] = {
         "inputs": {"type": "array", "items": {"type": "string"}},
         "against_inputs": {"type": "array", "items": {"type": "string"}},
         "config": {"type": "object"}, "created": {"type": "string"},
+        # absent in summaries written before score normalisation existed (then: none)
+        "normalization": {"oneOf": [{"type": "null"}, {
+            "type": "object", "required": ["background", "k", "beta", "reduction", "n_background"],
+            "properties": {"background": {"type": "string"}, "k": _INT, "beta": _NUM,
+                           "reduction": {"enum": ["mean", "kth"]}, "n_background": _INT}}]},
     },
 }
 

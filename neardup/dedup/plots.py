@@ -31,7 +31,7 @@ def _curve(pos: np.ndarray | None, neg: np.ndarray | None,
 
 
 def calibration_figure(pos: np.ndarray | None, neg: np.ndarray | None, calibration: Calibration | None,
-                       path: str | Path, *, threshold: float | None = None) -> Path:
+                       path: str | Path, *, threshold: float | None = None, normalised: bool = False) -> Path:
     """Write one PNG: score histograms of positives and hard negatives, and precision/recall against threshold.
 
     Args:
@@ -41,6 +41,7 @@ def calibration_figure(pos: np.ndarray | None, neg: np.ndarray | None, calibrati
         path: the PNG to write (atomically, tagged with ``neardup.outdir.FIGURE_TAG``).
         threshold: the threshold the scan used, if it differs from ``calibration.threshold`` (a given one);
             both are marked then.
+        normalised: the scores are normalised scores (``--normalize-scores``), not cosine similarities.
 
     Raises:
         ValueError: nothing to draw (no scores and no calibration curve).
@@ -79,7 +80,8 @@ def calibration_figure(pos: np.ndarray | None, neg: np.ndarray | None, calibrati
             ax.hist(pos, bins=bins, alpha=0.6, color="#2f7ed8", label=f"attacked copies (n={len(pos)})")
         for t, style, label in marks:
             ax.axvline(t, color="black", linestyle=style, linewidth=1.2, label=label)
-        ax.set(xlabel="cosine similarity to the source / nearest other image", ylabel="pairs",
+        scale = "normalised score" if normalised else "cosine similarity"
+        ax.set(xlabel=f"{scale} to the source / nearest other image", ylabel="pairs",
                title="Calibration scores")
         ax.legend(fontsize=7, loc="best")
     if curve is not None:
@@ -92,7 +94,8 @@ def calibration_figure(pos: np.ndarray | None, neg: np.ndarray | None, calibrati
                        label=f"target precision {calibration.target_precision:g}")
         for t, style, label in marks:
             ax.axvline(t, color="black", linestyle=style, linewidth=1.2, label=label)
-        ax.set(xlabel="threshold", ylabel="estimated on the calibration sample", ylim=(-0.02, 1.02),
+        ax.set(xlabel="threshold (normalised score)" if normalised else "threshold",
+               ylabel="estimated on the calibration sample", ylim=(-0.02, 1.02),
                title="Precision and recall against threshold")
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()

@@ -266,7 +266,8 @@ def write_report(scan_dir: str | os.PathLike, *, thumb_size: int = 192, page_siz
             calibration is not None and bool(calibration.curve.get("threshold")))
         if has_plot:
             pos, neg = scores if scores is not None else (None, None)
-            calibration_figure(pos, neg, calibration, plot, threshold=float(summary["threshold"]))
+            calibration_figure(pos, neg, calibration, plot, threshold=float(summary["threshold"]),
+                               normalised=bool(summary.get("normalization")))
         data = page_data(groups, thumbs, scan, float(summary["threshold"]), cfg.page_size, bool(summary["against"]))
         html = render_page(summary, calibration, data, scan, f"{FILES}/{CALIBRATION_PNG}" if has_plot else None)
         atomic_write_text(scan / REPORT, html)  # the commit point

@@ -47,7 +47,13 @@ def _seconds(s: float) -> str:
 
 def _threshold_html(summary: dict[str, Any], cal: Calibration | None) -> str:
     t = float(summary["threshold"])
-    rows = [("Threshold", f"<b>{t:.4f}</b>")]
+    norm = summary.get("normalization")
+    rows = [("Threshold", f"<b>{t:.4f}</b>" + (" (normalised score)" if norm else " (cosine similarity)"))]
+    if isinstance(norm, dict):
+        how = "mean" if norm.get("reduction") == "mean" else "last"
+        rows.append(("Score normalisation", f"cosine − {_num(norm.get('beta'), '{:g}')} × (bias(a) + bias(b)) / 2; "
+                     f"bias: an image's {how} similarity to its {_num(norm.get('k'))} nearest background images "
+                     f"({_t(norm.get('background'))}, {_num(norm.get('n_background'))} images)"))
     if summary["threshold_source"] == "calibrated" and cal is not None:
         rows.append(("Chosen by", "calibration on this collection: the lowest threshold whose estimated precision "
                                   f"reaches the target {_num(cal.target_precision, '{:g}')}"))
@@ -71,7 +77,8 @@ def _header(summary: dict[str, Any], cal: Calibration | None, scan: Path, plot: 
              ("Duplicates", _num(s["duplicates"]), f"{_num(s['exact_duplicates'])} exact · "
                                                    f"{_num(s['near_duplicates'])} near"),
              ("Largest group", _num(s["largest_group"]), "files"),
-             ("Threshold", f"{t:.3f}", _t(s["threshold_source"]))]
+             ("Threshold", f"{t:.3f}", _t(s["threshold_source"])
+              + (" · normalised score" if s.get("normalization") else ""))]
     card_html = "".join(f'<div class="card"><div class="k">{k}</div><div class="v">{v}</div>'
                         f'<div class="d">{d}</div></div>' for k, v, d in cards)
     timings = {str(k): float(v) for k, v in s["timings_s"].items() if isinstance(v, (int, float))}
@@ -93,7 +100,7 @@ def _header(summary: dict[str, Any], cal: Calibration | None, scan: Path, plot: 
         <tr><th>Mode</th><td>{mode}</td></tr>
         <tr><th>Timings</th><td>{timing_html or '–'}</td></tr>
       </table>
-      <p class="legend">Score to the keeper:
+      <p class="legend">{"Normalised score" if s.get("normalization") else "Score"} to the keeper:
         <span><span class="sc hi">≥ {t + BORDER_BAND:.3f}</span> clear</span>
         <span><span class="sc mid">{t:.3f}–{t + BORDER_BAND:.3f}</span> borderline</span>
         <span><span class="sc lo">&lt; {t:.3f}</span> below the threshold (joined through another copy)</span>

@@ -41,7 +41,7 @@ class ExtractConfig:
         overwrite: start over, removing only extract's own earlier output.
     """
 
-    model: str = "efficientnet_lite0"
+    model: str = "neardup_cd"
     weights: str | None = None
     batch_size: int = 32
     workers: int | None = None

@@ -23,7 +23,7 @@ from neardup.fastsearch.exact import evaluate
 class ValidationScores:
     """Retrieval scores of an encoder on the validation set (exact cosine search).
 
-    ``per_family``: {attack family: {"recall@1": r, "muAP": m}}.
+    ``per_family``: {attack family: {"recall@1": r, "recall@10": r10, "muAP": m}}.
     """
 
     recall_at_1: float
@@ -105,4 +105,5 @@ def score(f: dict[str, Any], db_ids: list[str], rows: list[Any], n_distractors: 
     return ValidationScores(
         recall_at_1=o.recall["1"], recall_at_10=o.recall.get("10", float("nan")), mAP=o.mAP, muAP=o.muAP,
         n_queries=o.n_queries,
-        per_family={fam: {"recall@1": s.recall["1"], "muAP": s.muAP} for fam, s in res.per_family.items()})
+        per_family={fam: {"recall@1": s.recall["1"], "recall@10": s.recall.get("10", float("nan")), "muAP": s.muAP}
+                    for fam, s in res.per_family.items()})

@@ -17,9 +17,9 @@ def snapshot(root: Path) -> dict[str, str]:
 def test_scan_apply_undo_round_trip(tmp_path: Path, collection) -> None:
     folder, made = collection
     out = tmp_path / "scan"
-    res = invoke("dedup", str(folder), "--out", str(out), "--threshold", "0.6", "--engine", "torch")
+    res = invoke("dedup", str(folder), "--out", str(out), "--threshold", "0.8", "--engine", "torch")
     assert "17 files: 5 groups, 5 duplicates (2 exact, 3 near), 0 unreadable" in res.output
-    assert "threshold 0.6000 (given)" in res.output
+    assert "threshold 0.8000 (given)" in res.output
     assert (out / "config.yaml").is_file() and (out / "summary.json").is_file()
     assert "report: open file://" in res.output and (out / "report.html").is_file()
     assert len(list((out / "report_files" / "thumbs").glob("*.jpg"))) == 10

@@ -82,3 +82,62 @@ def test_calibration_holds_on_held_back_scores() -> None:
     pos2, neg2 = draw(2000)
     p, r = precision_recall(pos2, neg2, np.array([cal.threshold]))
     assert abs(p[0] - 0.99) <= 0.01 and r[0] == pytest.approx(cal.recall, abs=0.03)
+
+
+def planted_hub(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A hub (the mean direction) and 200 unrelated spokes around it, plus 5 planted groups of 6 copies.
+
+    In 128 dimensions every spoke is at cosine ~0.77 of the hub (0.73-0.80) but ~0.6 of the other spokes (0.35 % of
+    their pairs reach 0.75); copies are at >= 0.86 of each other and <= 0.23 of anything else. Returns (vectors,
+    planted group of each: -1 for the hub and the spokes).
+    """
+    rng = np.random.default_rng(seed)
+    d = 128
+    mu = rng.standard_normal(d)
+    mu /= np.linalg.norm(mu)
+    spokes = mu + 0.066 * rng.standard_normal((200, d))
+    centres = rng.standard_normal((5, d))
+    copies = np.repeat(centres / np.linalg.norm(centres, axis=1, keepdims=True), 6, axis=0)
+    copies += 0.03 * rng.standard_normal((30, d))
+    V = np.concatenate([mu[None], spokes, copies])
+    V = (V / np.linalg.norm(V, axis=1, keepdims=True)).astype(np.float32)
+    return V, np.r_[np.full(201, -1), np.repeat(np.arange(5), 6)]
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_a_planted_hub_is_split_and_real_copies_stay_grouped(dense: bool) -> None:
+    from neardup.dedup.grouping import HUB_MIN_SIZE, dot_sim, gram, pair_share
+    from neardup.dedup.large import guarded_by_component
+
+    V, planted = planted_hub()
+    rows, cols = np.triu_indices(len(V), 1)
+    sims = np.einsum("ij,ij->i", V[rows], V[cols])
+    t, bound = 0.75, 0.55
+
+    def run(share: float) -> np.ndarray:
+        return guarded_groups(len(V), rows, cols, sims, t, dot_sim(V), centre_threshold=bound,
+                              dense=gram(V) if dense else None, min_pair_share=share)
+
+    star_only = run(0.0)
+    hub_group = np.flatnonzero(star_only == star_only[0])
+    assert len(hub_group) > 150  # the star guard alone: the hub holds most spokes (all within its bound)
+    assert pair_share(hub_group, t, dot_sim(V)) < 0.05  # whose pairs are not duplicates
+    labels = run(0.1)
+    assert (labels == labels[0]).sum() == 1  # the hub is alone
+    assert np.bincount(labels[1:201]).max() < HUB_MIN_SIZE  # the spokes fall apart
+    for g in range(5):  # every planted group is one group, of its copies only
+        members = np.flatnonzero(planted == g)
+        assert len(set(labels[members])) == 1 and (labels == labels[members[0]]).sum() == 6
+    if dense:  # the large path applies the same rule, component by component
+        assert np.array_equal(guarded_by_component(len(V), rows, cols, sims, t, lambda idx: V[idx], bound,
+                                                   min_pair_share=0.1), labels)
+
+
+def test_the_pair_share_is_counted_by_hand() -> None:
+    from neardup.dedup.grouping import pair_share
+
+    S = np.array([[1.0, 0.9, 0.2, 0.8], [0.9, 1.0, 0.95, 0.1], [0.2, 0.95, 1.0, 0.3], [0.8, 0.1, 0.3, 1.0]])
+    # pairs (0,1) .9, (0,2) .2, (0,3) .8, (1,2) .95, (1,3) .1, (2,3) .3: 3 of 6 at or above 0.8
+    assert pair_share(np.arange(4), 0.8, lambda i, js: S[i, js]) == 0.5
+    assert pair_share(np.arange(4), 0.8, lambda i, js: S[i, js], matrix=S) == 0.5
+    assert pair_share(np.arange(4), 0.8, lambda i, js: S[i, js], dense=lambda js: S[np.ix_(js, js)]) == 0.5
