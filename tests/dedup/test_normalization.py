@@ -138,6 +138,7 @@ def test_a_calibrated_scan_with_a_background_of_images(tmp_path: Path, collectio
     folder, made = collection
     out = tmp_path / "scan"
     res = invoke("dedup", folder, "--out", out, "--normalize-scores", background_images, "--engine", "torch",
+                 "--model", "efficientnet_lite0", "--precision", "0.99",
                  "--calibration-images", "12", "--copies-per-image", "2", "--no-report")
     assert "(normalised score; calibrated: precision" in res.output
     summary = json.loads((out / "summary.json").read_text())
@@ -151,7 +152,8 @@ def test_a_calibrated_scan_with_a_background_of_images(tmp_path: Path, collectio
     with np.load(out / "calibration.npz") as z:  # the calibration ran on the normalised scale
         assert summary["threshold"] == pytest.approx(summary["calibration"]["threshold"], abs=1e-6)
         assert z["pos"].max() < 0.95 and len(z["draw_pos_bias"]) == len(z["pos"]) and z["draw_pos_bias"].min() > 0
-    invoke("dedup", folder, "--out", out, "--threshold", "0.6", "--engine", "torch", "--no-report", "--overwrite")
+    invoke("dedup", folder, "--out", out, "--threshold", "0.6", "--engine", "torch", "--model", "efficientnet_lite0",
+           "--no-report", "--overwrite")
     assert not (out / "background").exists()  # --overwrite removed it: it is the scan's own
 
 

@@ -110,7 +110,7 @@ def test_dedup_ray_gives_the_groups_of_a_run_without_it(collection, tmp_path, mo
     folder, made = collection
     expected = sorted(({c, o} for c, o in made.items()), key=sorted)
     base = {"engine": "torch", "device": "cpu", "calibration_images": 8, "copies_per_image": 1}
-    given = DedupConfig(threshold=0.6, **base)  # in memory: exact k-NN on the full features
+    given = DedupConfig(threshold=0.8, **base)  # in memory: exact k-NN on the full features
     a = run_scan([str(folder)], tmp_path / "a", given, report=False)
     b = run_scan([str(folder)], tmp_path / "b", given, report=False, ray=RayConfig())
     assert names(a) == names(b) == expected
