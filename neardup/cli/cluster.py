@@ -11,6 +11,7 @@ import click
 import numpy as np
 
 from neardup.cli._common import FloatIn, RegistryHelpOption, config_option, save_config
+from neardup.cli._ray import ray_config, ray_options
 from neardup.clustering._common import MAX_SETTINGS
 from neardup.errors import UsageError
 
@@ -200,15 +201,21 @@ def sweep_name(method: str, name: str | None) -> str | None:
               help="Image mosaics for this many of the largest clusters.")
 @click.option("--per-setting", is_flag=True, help="Also write OUT/sweep/<param>=<value>.csv for every setting.")
 @click.option("--quiet", is_flag=True, help="Do not print the table.")
+@ray_options
 def cluster(features: tuple[str, ...], method: str, out: str, overwrite: bool, metric: str | None,
             normalize: bool | None, sweep: str | None, sweep_param: str | None, manifests: tuple[str, ...],
             labels_csv: str | None, exclude: tuple[str, ...], best_by: str, attributes: int, plots: bool,
-            mosaics: int, per_setting: bool, quiet: bool, **options: Any) -> None:
+            mosaics: int, per_setting: bool, quiet: bool, ray: str | None, ray_cpus: int | None,
+            ray_actors: int | None, **options: Any) -> None:
     """Cluster the images of one or more FEATURES folders into near-duplicate groups.
 
     Scores against ground truth (attack manifests or --labels) for each --sweep
     setting and writes OUT/assignments.csv (best setting), OUT/metrics.json and plots.
+    With --ray (--method graph), the k-NN search runs on Ray, over index shards held by actors.
     """
+    on_ray = ray_config(ray, ray_cpus, ray_actors)
+    if on_ray is not None and method != "graph":
+        raise UsageError(f"--ray runs the k-NN search of --method graph; --method {method} runs in this process")
     from neardup.clustering.data import (
         default_manifests,
         load_features,
@@ -226,6 +233,8 @@ def cluster(features: tuple[str, ...], method: str, out: str, overwrite: bool, m
     options["max_memory"] = parse_bytes(options.get("max_memory"))
     values = parse_sweep(sweep)
     params = method_params(method, metric, options, values is not None)
+    if on_ray is not None:
+        params["ray"] = on_ray.to_dict()
     X = inp.features
     if normalize:
         if X.dtype == np.uint8:

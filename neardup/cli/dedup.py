@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from neardup.cli._common import FloatIn, config_option, default_help, save_config
+from neardup.cli._ray import ray_config, ray_options
 from neardup.cli.search import score_norm_options
 from neardup.dedup.find import KEEP_RULES, DedupConfig
 from neardup.dedup.grouping import HUB_MIN_SIZE
@@ -94,19 +95,22 @@ def dedup() -> None:
 @click.option("--no-report", is_flag=True, default=False, help="Do not write report.html.")
 @click.option("--overwrite", is_flag=True, default=False,
               help="Start over: remove this command's earlier files in --out (never anything else).")
+@ray_options
 def scan(paths: tuple[str, ...], out: str, against: tuple[str, ...], add: bool, no_report: bool, overwrite: bool,
-         **options: Any) -> None:
+         ray: str | None, ray_cpus: int | None, ray_actors: int | None, **options: Any) -> None:
     """Find exact and near duplicates among the images of PATH... (folders, list files or feature folders).
 
-    Writes groups.csv, pairs.csv, summary.json and report.html into --out.
+    Writes groups.csv, pairs.csv, summary.json and report.html into --out. With --ray the features are extracted
+    and the k-NN graph is searched on Ray (edge shards in --out/graph); the groups are the same.
     """
     from neardup.dedup.scan import run_scan
 
+    on_ray = ray_config(ray, ray_cpus, ray_actors)
     cfg = DedupConfig(**{k: v for k, v in options.items() if v is not None})
     params = {"paths": list(paths), "against": list(against), **{k: v for k, v in vars(cfg).items()}}
     result = run_scan(list(paths), out, cfg, against=list(against) or None, add=add, overwrite=overwrite,
                       report=not no_report, show_progress=True,
-                      write_config=lambda folder: save_config(folder, "dedup", params))
+                      write_config=lambda folder: save_config(folder, "dedup", params), ray=on_ray)
     d = result.to_dict()
     cal = result.calibration
     how = (f"calibrated: precision {cal.precision:.3f} (target {cal.target_precision}), estimated recall "

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from neardup.cli._common import config_option, default_help, save_config
+from neardup.cli._ray import ray_config, ray_options
 from neardup.extract.config import ExtractConfig
 from neardup.extract.registry import ENGINES
 
@@ -55,17 +56,22 @@ _D = ExtractConfig()
 @click.option("--overwrite", is_flag=True, default=None,
               help="Start over: remove this command's earlier output in --out (shards, meta.json, job.json, ...). "
                    "Files neardup did not write are never removed.")
+@ray_options
 def extract(images: str, model: str | None, out: str, weights: str | None, batch_size: int | None,
             workers: int | None, device: str | None, amp: str | None, engine: str | None, calibration: str | None,
             input_size: int | None,
             compile_: bool | None, layer: str | None, shard_size: int | None, dtype: str | None,
             globs: tuple[str, ...], max_pixels: int | None, normalize: bool | None, whiten: int | None,
-            whiten_sample: int | None, transform_from: str | None, overwrite: bool | None) -> None:
+            whiten_sample: int | None, transform_from: str | None, overwrite: bool | None, ray: str | None,
+            ray_cpus: int | None, ray_actors: int | None) -> None:
     """Extract features of IMAGES (a folder, a text file of paths, or a manifest.csv) into --out.
 
-    Re-running the same command after an interruption resumes where it stopped.
+    Re-running the same command after an interruption resumes where it stopped (also with --ray: Ray Data
+    decodes on CPU tasks and encodes on an actor pool, one GPU per actor when the cluster has GPUs).
     """
     from neardup.extract.pipeline import extract_features
+
+    on_ray = ray_config(ray, ray_cpus, ray_actors)
 
     given: dict[str, Any] = {
         "model": model, "weights": weights, "batch_size": batch_size, "workers": workers, "device": device,
@@ -78,7 +84,8 @@ def extract(images: str, model: str | None, out: str, weights: str | None, batch
     # config.yaml: the resolved options under their option names, so --config can repeat the run
     params = {"images": images, **{"glob" if k == "globs" else k: v for k, v in config.to_dict().items()
                                    if k not in ("workers", "overwrite")}}
-    report = extract_features(images, out, config, write_config=lambda folder: save_config(folder, "extract", params))
+    report = extract_features(images, out, config, write_config=lambda folder: save_config(folder, "extract", params),
+                              ray=on_ray)
     resumed = f", resumed after {report.resumed_shards} shard(s)" if report.resumed_shards else ""
     click.echo(f"{report.count} images -> {out} ({report.model}, {report.images_per_s:.1f} img/s{resumed}); "
                f"{len(report.skipped)} skipped")

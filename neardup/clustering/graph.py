@@ -49,6 +49,9 @@ class GraphClustering(ClusterMixin, BaseEstimator):
         pca: reduce float features to this many dimensions first (None: keep).
         ef_search: HNSW search breadth (recall against speed).
         seed: seed of the PCA training sample.
+        ray: run the k-NN search on Ray: the fields of a :class:`neardup.scaleout.engine.RayConfig` (``{}``: a
+            local instance), or None (in this process). The database is split into shards held by actors, each
+            with a copy of the one trained index, so the lists are the ones this process would find.
 
     Attributes:
         labels_: (n,) cluster ids by smallest member (no noise: singletons are clusters).
@@ -56,7 +59,7 @@ class GraphClustering(ClusterMixin, BaseEstimator):
     """
 
     def __init__(self, threshold: float = 0.1, k: int = 10, metric: str = "cosine", index: str = "flat",
-                 pca: int | None = None, ef_search: int = 64, seed: int = 0) -> None:
+                 pca: int | None = None, ef_search: int = 64, seed: int = 0, ray: dict | None = None) -> None:
         self.threshold = threshold
         self.k = k
         self.metric = metric
@@ -64,6 +67,7 @@ class GraphClustering(ClusterMixin, BaseEstimator):
         self.pca = pca
         self.ef_search = ef_search
         self.seed = seed
+        self.ray = ray
 
     def fit(self, X: np.ndarray, y: object = None, show_progress: bool = False) -> GraphClustering:
         if self.threshold < 0:
@@ -73,14 +77,22 @@ class GraphClustering(ClusterMixin, BaseEstimator):
         X = as_2d(X)
         check_features(X[:1], self.metric)  # shape, dtype and metric; rows are checked per block
         project = projector(X, self.metric, self.pca, seed=self.seed)
-        self.knn_distances_, self.knn_indices_ = knn_graph(X, int(self.k), self.metric, self.index, project,
-                                                           ef_search=self.ef_search, show_progress=show_progress)
+        if self.ray is not None:
+            from neardup.scaleout.engine import RayConfig
+            from neardup.scaleout.knn import graph_knn
+
+            self.knn_distances_, self.knn_indices_ = graph_knn(X, int(self.k), self.metric, self.index, project,
+                                                               self.ef_search, RayConfig(**self.ray), show_progress)
+        else:
+            self.knn_distances_, self.knn_indices_ = knn_graph(X, int(self.k), self.metric, self.index, project,
+                                                               ef_search=self.ef_search, show_progress=show_progress)
         self.n_features_in_ = X.shape[1]
         self.labels_ = components_from_knn(self.knn_distances_, self.knn_indices_, float(self.threshold))
         return self
 
 
 def graph_clustering(X: np.ndarray, threshold: float = 0.1, k: int = 10, metric: str = "cosine",
-                     index: str = "flat", pca: int | None = None, ef_search: int = 64, seed: int = 0) -> np.ndarray:
+                     index: str = "flat", pca: int | None = None, ef_search: int = 64, seed: int = 0,
+                     ray: dict | None = None) -> np.ndarray:
     """Function twin of :class:`GraphClustering`: returns the labels."""
-    return GraphClustering(threshold, k, metric, index, pca, ef_search, seed).fit(X).labels_
+    return GraphClustering(threshold, k, metric, index, pca, ef_search, seed, ray).fit(X).labels_

@@ -90,6 +90,24 @@ def index_features(X: np.ndarray, metric: str, index: str = "flat", project: Pre
     """
     metric = cluster_metric(metric)
     project = project or projector(X, metric)
+    idx = trained_index(X, metric, index, project, hnsw_m, ef_construction)
+    with progress(len(X), "index", "vec", disable=not show_progress) as bar:
+        for start, stop in blocks(len(X)):
+            idx.add(project(X[start:stop]))
+            bar.update(stop - start)
+    return idx
+
+
+def trained_index(X: Any, metric: str, index: str, project: Prepare, hnsw_m: int = 16,
+                  ef_construction: int = 40) -> Any:
+    """The empty index :func:`index_features` fills: built by the vector layer and, when it needs training,
+    trained on a seeded sample of up to :data:`TRAIN_SAMPLE` rows of ``X`` (prepared by ``project``).
+
+    Why apart: the Ray k-NN (:mod:`neardup.scaleout.knn`) trains it once and gives a copy to each database shard.
+
+    Raises:
+        ValueError: an unsupported factory string, or too few vectors to train it.
+    """
     first = project(X[:1])
     binary = metric == "hamming"
     d = first.shape[1] * 8 if binary else first.shape[1]
@@ -102,11 +120,18 @@ def index_features(X: np.ndarray, metric: str, index: str = "flat", project: Pre
             sample = np.sort(rng.choice(len(X), size=min(len(X), TRAIN_SAMPLE), replace=False))
             check_trainable(idx, spec, len(sample), "the features to cluster")
             train_index(idx, project(X[sample]), spec)
-    with progress(len(X), "index", "vec", disable=not show_progress) as bar:
-        for start, stop in blocks(len(X)):
-            idx.add(project(X[start:stop]))
-            bar.update(stop - start)
     return idx
+
+
+def search_params(idx: Any, k: int, ef_search: int = 64) -> dict[str, int]:
+    """The search parameters :func:`knn_graph` uses: efSearch = max(ef_search, k) for graphs, nprobe 16 for
+    inverted lists, none for flat indexes."""
+    names = search_param_names(idx)
+    if "efSearch" in names:
+        return {"efSearch": max(ef_search, k)}
+    if "nprobe" in names:
+        return {"nprobe": 16}
+    return {}
 
 
 def to_metric(raw: np.ndarray, metric: str) -> np.ndarray:
@@ -140,11 +165,7 @@ def knn_graph(X: np.ndarray, k: int, metric: str, index: str = "flat", project: 
     metric = cluster_metric(metric)
     project = project or projector(X, metric)
     idx = index_features(X, metric, index, project, show_progress=show_progress, **index_kw)
-    names = search_param_names(idx)
-    if "efSearch" in names:
-        set_search_params(idx, {"efSearch": max(ef_search, k)})
-    elif "nprobe" in names:
-        set_search_params(idx, {"nprobe": 16})
+    set_search_params(idx, search_params(idx, k, ef_search))
     k = min(k, len(X))
     D = np.empty((len(X), k), dtype=np.float32)
     ids = np.empty((len(X), k), dtype=np.int64)

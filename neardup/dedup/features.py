@@ -62,6 +62,7 @@ class FeatureCache:
         self.options = extract_options
         self._extractor: Any = None
         self.adopted: list[Path] = []
+        self.ray: Any = None  # a RayConfig: new parts are extracted on Ray (neardup.scaleout.extract)
 
     # ------------------------------------------------------------------ the model
     def _space_record(self) -> dict[str, Any]:
@@ -134,6 +135,9 @@ class FeatureCache:
         cfg = ExtractConfig(model=self.model, weights=self.weights, batch_size=o.get("batch_size", 32),
                             workers=o.get("workers"), device=o.get("device", "auto"), engine=o.get("engine", "auto"),
                             dtype=o.get("dtype", "float32"))
+        if self.ray is not None:
+            extract_features(images, out, cfg, show_progress=show_progress, ray=self.ray)
+            return
         extract_features(images, out, cfg, extractor=self.extractor(), show_progress=show_progress)
 
     def vectors(self, files: list[FileInfo], show_progress: bool = False,

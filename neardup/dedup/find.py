@@ -29,14 +29,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from neardup.dedup.calibrate import Calibration
-from neardup.dedup.grouping import MIN_PAIR_SHARE, edges
+from neardup.dedup.grouping import MIN_PAIR_SHARE, edges  # noqa: F401  (edges re-exported: callers import it from here)
 from neardup.dedup.inventory import FileInfo
+from neardup.dedup.knngraph import KnnGraph, KnnLists
 from neardup.dedup.large import StoredRows
 from neardup.errors import UsageError
 
 if TYPE_CHECKING:
     from neardup.dedup.normalization import Background
     from neardup.fastsearch.normalize import ScoreNormalization
+    from neardup.scaleout.engine import RayConfig
 
 SCHEMA = "neardup.dedup/1"
 KEEP_RULES = ("largest", "smallest-file", "oldest", "newest", "first")
@@ -200,13 +202,17 @@ def collect_paths(inputs: list[str], stores: list[Path] | None = None) -> list[s
     return sorted(seen)
 
 
-def _scan(paths: list[str], out: Path, show_progress: bool) -> list[FileInfo]:
-    from neardup.dedup.inventory import scan_files
+def _scan(paths: list[str], out: Path, show_progress: bool, on_ray: Any = None) -> list[FileInfo]:
+    from neardup.dedup.inventory import hash_files, scan_files
 
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise UsageError(f"{len(missing)} listed file(s) do not exist, e.g. {missing[0]}")
-    return scan_files(paths, out, show_progress)
+    if on_ray is None:
+        return scan_files(paths, out, show_progress, hash_files)
+    from neardup.scaleout.inventory import ray_hasher
+
+    return scan_files(paths, out, show_progress, ray_hasher)
 
 
 # ---------------------------------------------------------------------------------------------------- stages
@@ -237,6 +243,13 @@ def knn(X: np.ndarray | StoredRows, k: int, exact_limit: int,
 def group_contents(X: np.ndarray | StoredRows, sims: np.ndarray, nbrs: np.ndarray, threshold: float,
                    centre_margin: float, *, offset: np.ndarray | None = None,
                    min_pair_share: float = MIN_PAIR_SHARE) -> np.ndarray:
+    """Group label of each content row of the k-NN lists (sims, nbrs) (see :func:`group_graph`)."""
+    return group_graph(X, KnnLists(sims, nbrs), threshold, centre_margin, offset=offset,
+                       min_pair_share=min_pair_share)
+
+
+def group_graph(X: np.ndarray | StoredRows, graph: KnnGraph, threshold: float, centre_margin: float, *,
+                offset: np.ndarray | None = None, min_pair_share: float = MIN_PAIR_SHARE) -> np.ndarray:
     """Group label of each content row (components of the threshold graph, split by the star guard and the
     pair-share rule of :func:`~neardup.dedup.grouping.guarded_groups`).
 
@@ -254,18 +267,19 @@ def group_contents(X: np.ndarray | StoredRows, sims: np.ndarray, nbrs: np.ndarra
     from neardup.dedup.large import RESCORE_MARGIN, edge_similarities, guarded_by_component
 
     if isinstance(X, StoredRows):
-        r, c, _ = edges(sims, nbrs, threshold - RESCORE_MARGIN)
-        full = edge_similarities(X, r, c)
-        if offset is not None:
-            full = full - offset[r] - offset[c]
+        if offset is None:
+            r, c, full = graph.scored_edges(X, threshold - RESCORE_MARGIN)
+        else:  # normalised lists: rescored on the full rows, then normalised the same way
+            r, c, _ = graph.edges(threshold - RESCORE_MARGIN)
+            full = edge_similarities(X, r, c) - offset[r] - offset[c]
         return guarded_by_component(len(X), r, c, full, threshold, X.take, threshold - centre_margin,
                                     offset=offset, min_pair_share=min_pair_share)
-    r, c, s = edges(sims, nbrs, threshold)
+    r, c, s = graph.edges(threshold)
     return guarded_groups(len(X), r, c, s, threshold, dot_sim(X, offset), centre_threshold=threshold - centre_margin,
                           dense=gram(X, offset), min_pair_share=min_pair_share)
 
 
-def calibrate(X: np.ndarray | StoredRows, paths: list[str], shas: list[str], sims: np.ndarray, nbrs: np.ndarray,
+def calibrate(X: np.ndarray | StoredRows, paths: list[str], shas: list[str], graph: KnnGraph,
               extractor: Callable[[], Any], cfg: DedupConfig, out: Path, show_progress: bool = False,
               background: Background | None = None, bias: np.ndarray | None = None) -> Calibration:
     """The threshold reaching ``cfg.precision`` on the collection's own positives and hard negatives.
@@ -293,7 +307,7 @@ def calibrate(X: np.ndarray | StoredRows, paths: list[str], shas: list[str], sim
     if not len(pos) or not len(dec):
         raise UsageError("calibration needs at least 2 readable images; give --threshold")
     cut = choose_threshold(pos, dec, cfg.precision).threshold
-    sample = scores.ScoreSample(pos, dec, scores.neighbour_negatives(rows, sims, nbrs, cut))
+    sample = scores.ScoreSample(pos, dec, scores.neighbour_negatives(rows, graph, cut))
     scores.save(out, key, sample, draw)
     cal = choose_threshold(sample.pos, sample.neg, cfg.precision)
     cal.n_decoys, cal.n_neighbours = len(sample.decoys), len(sample.neighbours)
@@ -321,7 +335,7 @@ def for_extractor(cfg: DedupConfig, extractor: Any) -> DedupConfig:
 # ---------------------------------------------------------------------------------------------------- the call
 def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfig | None = None, *,
                     against: list[str] | None = None, extractor: Any = None,
-                    show_progress: bool = False) -> DedupResult:
+                    show_progress: bool = False, ray: RayConfig | None = None) -> DedupResult:
     """Exact and near duplicates among the images of ``paths`` (or, with ``against``, copies of those images).
 
     Args:
@@ -333,15 +347,32 @@ def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfi
             reference as the keeper. The groups are those of a scan of both, restricted.
         extractor: a loaded extractor to reuse (tests, notebooks); the scan records its model, whatever
             ``config.model`` says (:func:`for_extractor`), so its features are never filed under another name.
+        ray: a :class:`neardup.scaleout.engine.RayConfig`: the features are extracted and the k-NN graph is
+            searched on Ray (:mod:`neardup.scaleout`); the groups are those of a run without it.
 
     Raises:
         UsageError: bad options or inputs.
     """
+    cfg = for_extractor((config or DedupConfig()).validate(), extractor)
+    if ray is None:
+        return _find(paths, Path(out), cfg, against, extractor, show_progress, None)
+    if extractor is not None:
+        raise ValueError("with ray, the encode actors build their own extractor: pass config, not extractor")
+    if cfg.normalization() is not None:
+        raise UsageError("--normalize-scores does not run with --ray yet: give one of them")
+    from neardup.scaleout.engine import ray_session
+
+    with ray_session(ray.validate()) as cluster:
+        return _find(paths, Path(out), cfg, against, None, show_progress, (ray, cluster))
+
+
+def _find(paths: list[str], out: Path, cfg: DedupConfig, against: list[str] | None, extractor: Any,
+          show_progress: bool, on_ray: Any) -> DedupResult:
+    from contextlib import ExitStack
+
     from neardup.dedup.features import FeatureCache
     from neardup.dedup.inventory import image_size, pixel_digest
 
-    cfg = for_extractor((config or DedupConfig()).validate(), extractor)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -358,7 +389,7 @@ def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfi
 
         check_apart(norm.background, [*paths, *(against or [])], all_paths)  # before any long work
     ref_set = set(refs)
-    files = _scan(all_paths, out, show_progress)
+    files = _scan(all_paths, out, show_progress, on_ray)
     reference = np.array([f.path in ref_set for f in files], dtype=bool)
     timings["hash"] = time.perf_counter() - t
 
@@ -368,6 +399,7 @@ def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfi
                           "engine": cfg.engine})
     if extractor is not None:
         cache.use_extractor(extractor)
+    cache.ray = on_ray[0] if on_ray else None
     cache.adopt(stores)
     vec = cache.vectors(files, show_progress, stream_above=cfg.exact_limit)
     X, row = vec.X, vec.row
@@ -389,26 +421,32 @@ def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfi
         offset = background.offsets(bias)
         timings["background"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    sims, nbrs = knn(X, cfg.k, cfg.exact_limit, show_progress)
-    if background is not None and bias is not None:  # the raw search's k candidates, then their scores normalised
-        from neardup.dedup.normalization import normalise_knn
+    with ExitStack() as held:
+        t = time.perf_counter()
+        graph = _graph(X, cfg, on_ray, out, vec.sha, vec.model, held, show_progress)
+        if background is not None and bias is not None and isinstance(graph, KnnLists):
+            # the raw search's k candidates, then their scores normalised
+            from neardup.dedup.normalization import normalise_knn
 
-        sims = normalise_knn(sims, nbrs, bias, background.config.beta)
-    timings["knn"] = time.perf_counter() - t
+            graph = KnnLists(normalise_knn(graph.sims, graph.nbrs, bias, background.config.beta), graph.nbrs)
+        timings["knn"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    calibration = None
-    threshold = cfg.threshold
-    if threshold is None:
-        calibration = calibrate(X, content_paths, vec.sha, sims, nbrs, cache.extractor, cfg, out, show_progress,
-                                background, bias)
-        threshold = calibration.threshold
-    timings["calibrate"] = time.perf_counter() - t
+        t = time.perf_counter()
+        searched = getattr(graph, "seconds", 0.0)  # a Ray graph searches when first asked: that time is k-NN's
+        calibration = None
+        threshold = cfg.threshold
+        if threshold is None:
+            calibration = calibrate(X, content_paths, vec.sha, graph, cache.extractor, cfg, out, show_progress,
+                                    background, bias)
+            threshold = calibration.threshold
+        moved = getattr(graph, "seconds", 0.0) - searched
+        timings["calibrate"] = time.perf_counter() - t - moved
+        timings["knn"] += moved
 
-    t = time.perf_counter()
-    content_group = (group_contents(X, sims, nbrs, threshold, cfg.centre_margin, offset=offset,
-                                    min_pair_share=cfg.min_pair_share) if len(X) else np.zeros(0, int))
+        t = time.perf_counter()
+        content_group = (group_graph(X, graph, threshold, cfg.centre_margin, offset=offset,
+                                     min_pair_share=cfg.min_pair_share) if len(X) else np.zeros(0, int))
+        pair_edges = graph.edges(threshold)
     label = np.where(row >= 0, content_group[np.maximum(row, 0)] if len(X) else -1, -1)
     members: dict[int, list[int]] = {}
     for i, g in enumerate(label.tolist()):
@@ -444,14 +482,14 @@ def find_duplicates(paths: list[str], out: str | os.PathLike, config: DedupConfi
             same = row[i] == row[k] or (s >= PIXEL_CHECK and digest(i) is not None and digest(i) == digest(k))
             scores_[i] = (1.0 if same else s) - shift(i, k)
             kinds[i] = "exact" if same else "near"
-    pairs = _pairs(group, row, sims, nbrs, threshold, files, offset)
+    pairs = _pairs(group, row, pair_edges, files, offset)
     timings["group"] = time.perf_counter() - t
     return DedupResult(files, group, keepers, scores_, kinds, reference, pairs, float(threshold), calibration,
                        vec.reasons, vec.model, {k: round(v, 3) for k, v in timings.items()}, bool(against),
                        None if background is None else background.to_dict())
 
 
-def _pairs(group: np.ndarray, row: np.ndarray, sims: np.ndarray, nbrs: np.ndarray, threshold: float,
+def _pairs(group: np.ndarray, row: np.ndarray, threshold_edges: tuple[np.ndarray, np.ndarray, np.ndarray],
            files: list[FileInfo], offset: np.ndarray | None = None) -> list[tuple[int, int, float]]:
     """Every kept edge inside a group (file indices, score): k-NN edges at the threshold between files of
     the same group, and each exact copy to the first file of its content (1, less the offsets when normalised)."""
@@ -464,7 +502,7 @@ def _pairs(group: np.ndarray, row: np.ndarray, sims: np.ndarray, nbrs: np.ndarra
         same = 1.0 if offset is None else float(1.0 - 2 * offset[r])
         out.extend((fs[0], j, same) for j in fs[1:] if group[j] == group[fs[0]])
     seen: set[tuple[int, int]] = set()
-    r_, c_, s_ = edges(sims, nbrs, threshold)
+    r_, c_, s_ = threshold_edges
     for a_row, b_row, s in zip(r_.tolist(), c_.tolist(), s_.tolist(), strict=True):
         for a in files_of_row.get(a_row, [])[:1]:
             for b in files_of_row.get(b_row, [])[:1]:
@@ -473,6 +511,26 @@ def _pairs(group: np.ndarray, row: np.ndarray, sims: np.ndarray, nbrs: np.ndarra
                     seen.add(key)
                     out.append((key[0], key[1], float(s)))
     return sorted(out)
+
+
+def _graph(X: np.ndarray | StoredRows, cfg: DedupConfig, on_ray: Any, out: Path, shas: list[str], model: str,
+           held: Any, show_progress: bool) -> KnnGraph:
+    """The k-NN graph: :func:`knn`'s lists in this process, or edge shards under ``out/graph`` on Ray."""
+    if on_ray is None or not len(X):
+        return KnnLists(*knn(X, cfg.k, cfg.exact_limit, show_progress))
+    import hashlib
+
+    from neardup.scaleout.knn import CALIBRATION_HEADROOM, dedup_graph
+
+    ray_cfg, cluster = on_ray
+    identity = {"model": model, "contents_sha256": hashlib.sha256("\n".join(shas).encode()).hexdigest(),
+                "exact_limit": cfg.exact_limit}
+    headroom = CALIBRATION_HEADROOM if cfg.threshold is None else 0.0
+    graph: KnnGraph = held.enter_context(dedup_graph(X, cfg.k, cfg.exact_limit, cluster, cluster.shards(ray_cfg.actors),
+                                                     out / "graph", identity, show_progress, headroom=headroom))
+    if cfg.threshold is not None:  # search now, at the floor the grouping needs (timed as k-NN)
+        graph.edges(cfg.threshold)
+    return graph
 
 
 def config_dict(cfg: DedupConfig) -> dict[str, Any]:

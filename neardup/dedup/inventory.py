@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +35,25 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def scan_files(paths: list[str], cache_dir: Path | None = None, show_progress: bool = False) -> list[FileInfo]:
-    """FileInfo of each path (resolved, in input order), hashing only files the cache does not know."""
+#: (paths, advance(n)) -> the sha256 of each path, in order: how a scan hashes the files its cache does not know
+Hasher = Callable[[list[str], Callable[[int], object]], list[str]]
+
+
+def hash_files(paths: list[str], advance: Callable[[int], object]) -> list[str]:
+    """The sha256 of each file, here, one after the other (the default :data:`Hasher`)."""
+    out = []
+    for p in paths:
+        out.append(sha256_file(p))
+        advance(1)
+    return out
+
+
+def scan_files(paths: list[str], cache_dir: Path | None = None, show_progress: bool = False,
+               hasher: Hasher = hash_files) -> list[FileInfo]:
+    """FileInfo of each path (resolved, in input order), hashing only files the cache does not know.
+
+    ``hasher``: how those are hashed (:func:`hash_files`; on Ray, :func:`neardup.scaleout.inventory.ray_hasher`).
+    """
     cache: dict[str, list] = {}
     cache_file = cache_dir / CACHE if cache_dir is not None else None
     if cache_file is not None and cache_file.is_file():
@@ -44,15 +62,16 @@ def scan_files(paths: list[str], cache_dir: Path | None = None, show_progress: b
             cache = data if isinstance(data, dict) else {}
         except Exception:  # a damaged cache is rebuilt, never trusted
             cache = {}
-    out: list[FileInfo] = []
-    with progress(len(paths), "hash", "file", disable=not show_progress) as bar:
-        for p in paths:
-            st = os.stat(p)
-            hit = cache.get(p)
-            fresh = hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns
-            digest = hit[2] if hit is not None and fresh else sha256_file(p)
-            out.append(FileInfo(p, st.st_size, st.st_mtime_ns, digest))
-            bar.update(1)
+    stats = [os.stat(p) for p in paths]
+    known: dict[str, str] = {}
+    for p, st in zip(paths, stats, strict=True):
+        hit = cache.get(p)
+        if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            known[p] = hit[2]
+    todo = [p for p in paths if p not in known]
+    with progress(len(paths), "hash", "file", disable=not show_progress, initial=len(paths) - len(todo)) as bar:
+        known.update(zip(todo, hasher(todo, bar.update), strict=True))
+    out = [FileInfo(p, st.st_size, st.st_mtime_ns, known[p]) for p, st in zip(paths, stats, strict=True)]
     if cache_file is not None:
         atomic_write_json(cache_file, {f.path: [f.bytes, f.mtime_ns, f.sha256] for f in out})
     return out

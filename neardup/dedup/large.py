@@ -215,18 +215,36 @@ def project(X: StoredRows, dim: int | None, sample: int = PCA_SAMPLE, seed: int 
     from neardup.progress import progress
 
     n, d = X.shape
-    if dim is not None and dim < 1:
-        raise UsageError(f"the search dimension must be >= 1, got {dim}")
-    proj = None
-    if dim is not None and dim < d and n >= dim:
-        rng = np.random.default_rng(seed)
-        proj = Projection(dim).fit(X.take(np.sort(rng.choice(n, size=min(sample, n), replace=False))))
+    proj = fit_projection(X, dim, sample, seed)
     out = np.empty((n, dim if proj is not None and dim else d), dtype=np.float32)
     with progress(n, "project" if proj is not None else "load", "vec", disable=not show_progress) as bar:
         for start, stop, block in X.blocks():
             out[start:stop] = proj.transform(block) if proj is not None else block
             bar.update(stop - start)
     return out
+
+
+def fit_projection(X: StoredRows, dim: int | None, sample: int = PCA_SAMPLE, seed: int = 0) -> Projection | None:
+    """The :class:`Projection` :func:`project` applies, fitted on a seeded sample of ``X``'s rows (None: the rows
+    are searched as they are: no ``dim``, ``dim`` at least their width, or fewer rows than ``dim``)."""
+    n, d = X.shape
+    if dim is not None and dim < 1:
+        raise UsageError(f"the search dimension must be >= 1, got {dim}")
+    if dim is None or dim >= d or n < dim:
+        return None
+    rng = np.random.default_rng(seed)
+    return Projection(dim).fit(X.take(np.sort(rng.choice(n, size=min(sample, n), replace=False))))
+
+
+def ivf_spec(n: int) -> str:
+    """The inverted-file index :func:`ivf_knn` builds over ``n`` rows: ``IVF{4 sqrt(n)},Flat``."""
+    return f"IVF{max(1, int(4 * np.sqrt(n)))},Flat"
+
+
+def train_rows(n: int, seed: int = 0) -> np.ndarray:
+    """The sorted rows (a seeded sample of at most :data:`TRAIN_SAMPLE`) the inverted lists are trained on."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(n, TRAIN_SAMPLE), replace=False))
 
 
 def search_vectors(X: np.ndarray | StoredRows, show_progress: bool = False) -> np.ndarray:
@@ -254,10 +272,9 @@ def ivf_knn(V: np.ndarray, k: int, nprobe: int = NPROBE, seed: int = 0,
     from neardup.progress import progress
 
     n, d = V.shape
-    spec = f"IVF{max(1, int(4 * np.sqrt(n)))},Flat"
+    spec = ivf_spec(n)
     index = build_index(spec, d, "l2", n=n)
-    rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(n, size=min(n, TRAIN_SAMPLE), replace=False))
+    sample = train_rows(n, seed)
     check_trainable(index, spec, len(sample), "the vectors to search")
     train_index(index, V[sample], spec)
     ivf: Any = faiss.downcast_index(faiss.extract_index_ivf(index))  # an IndexIVFFlat (the stubs say Index)

@@ -10,11 +10,15 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from neardup.dedup.find import DedupConfig, DedupResult, find_duplicates, for_extractor
 from neardup.dedup.outputs import OWNED, SUMMARY, read_summary, summary, write_outputs
 from neardup.errors import UsageError
 from neardup.outdir import claim_out_dir
+
+if TYPE_CHECKING:
+    from neardup.scaleout.engine import RayConfig
 
 
 def _owned() -> tuple[str, ...]:
@@ -22,7 +26,8 @@ def _owned() -> tuple[str, ...]:
     from neardup.dedup.normalization import owned as background_owned
 
     return (*OWNED, *remove_cache_owned(), *background_owned(), ".neardup.json", "actions/journal-*.jsonl",
-            "actions/journal-*.undone")
+            "actions/journal-*.undone",
+            "graph/edges-[0-9][0-9][0-9][0-9][0-9].npz", "graph/job.json", "graph/.*.tmp", "graph")  # --ray's edges
 
 
 def _check_same_normalization(old: dict[str, object], cfg: DedupConfig, add: bool) -> None:
@@ -53,8 +58,10 @@ def is_scan(folder: Path) -> bool:
 def run_scan(paths: list[str], out: str | os.PathLike, config: DedupConfig | None = None, *,
              against: list[str] | None = None, add: bool = False, overwrite: bool = False, report: bool = True,
              show_progress: bool = False, extractor: object = None,
-             write_config: Callable[[Path], None] | None = None) -> DedupResult:
+             write_config: Callable[[Path], None] | None = None, ray: RayConfig | None = None) -> DedupResult:
     """Scan ``paths`` into the folder ``out`` (claimed for ``dedup``; a re-run reuses its caches).
+
+    ``ray``: a :class:`neardup.scaleout.engine.RayConfig` to extract and search on Ray (the same groups).
 
     Raises:
         UsageError: bad options or inputs, ``--add`` without an earlier scan, or a folder another command owns.
@@ -79,7 +86,7 @@ def run_scan(paths: list[str], out: str | os.PathLike, config: DedupConfig | Non
             inputs = list(dict.fromkeys([*old["inputs"], *inputs]))
             refs = refs or list(old["against_inputs"])
         result = find_duplicates(inputs, out, cfg, against=refs or None, extractor=extractor,
-                                 show_progress=show_progress)
+                                 show_progress=show_progress, ray=ray)
         if write_config is not None:
             write_config(out)
         write_outputs(result, out, summary(result, inputs, refs, asdict(cfg)))

@@ -170,15 +170,19 @@ def score_sample(X: np.ndarray | StoredRows, paths: list[str], rows: np.ndarray,
                 cat(dec_bias, (0, 2), np.float32))
 
 
-def neighbour_negatives(rows: np.ndarray, sims: np.ndarray, nbrs: np.ndarray, cut: float) -> np.ndarray:
-    """Each sampled row's most similar neighbour outside its component of the graph cut at ``cut``."""
-    from neardup.dedup.grouping import components, edges
+def neighbour_negatives(rows: np.ndarray, graph: Any, cut: float) -> np.ndarray:
+    """Each sampled row's most similar neighbour outside its component of the graph cut at ``cut``.
 
-    r, c, _ = edges(sims, nbrs, cut)
-    comp = components(len(sims), r, c)
+    ``graph``: a :class:`neardup.dedup.knngraph.KnnGraph` (its edges at ``cut`` and the sampled rows' lists).
+    """
+    from neardup.dedup.grouping import components
+
+    r, c, _ = graph.edges(cut)
+    comp = components(graph.n, r, c)
+    sims, nbrs = graph.lists(rows)
     out = []
-    for i in rows.tolist():
-        for j, v in zip(nbrs[i].tolist(), sims[i].tolist(), strict=True):
+    for k, i in enumerate(rows.tolist()):
+        for j, v in zip(nbrs[k].tolist(), sims[k].tolist(), strict=True):
             if j >= 0 and j != i and comp[j] != comp[i]:
                 out.append(v)
                 break

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from neardup.extract.weights import file_sha256
 from neardup.io_utils import atomic_write_json, read_json_object, read_text, remove_stale_tmp
 from neardup.outdir import claim_out_dir
 from neardup.progress import progress
+
+if TYPE_CHECKING:
+    from neardup.scaleout.engine import RayConfig
 
 #: what ``neardup extract`` writes in --out (removed by --overwrite, never anything else)
 OWNED = ("shards/[0-9][0-9][0-9][0-9][0-9].npy", "shards/[0-9][0-9][0-9][0-9][0-9].json", "shards/.*.tmp", "shards",
@@ -132,7 +135,10 @@ def _job_record(extractor: Extractor, paths: list[str], shard_size: int, dtype: 
     digest = hashlib.sha256("\n".join(paths).encode()).hexdigest()
     d = extractor.describe()
     weights = getattr(extractor, "weights_path", None)
-    return {"job_schema": JOB_SCHEMA, "model": d["model"], "weights_sha256": file_sha256(weights) if weights else None,
+    digest_w = getattr(extractor, "weights_sha256", None)  # computed where the weights are (a Ray worker)
+    if digest_w is None and weights:
+        digest_w = file_sha256(weights)
+    return {"job_schema": JOB_SCHEMA, "model": d["model"], "weights_sha256": digest_w,
             "feature_layer": d["feature_layer"], "num_features": d["num_features"], "preprocessing": d["preprocessing"],
             "amp": d["amp"], "quantization": d.get("quantization"), "dtype": dtype, "max_pixels": max_pixels,
             "globs": sorted(globs),
@@ -236,7 +242,8 @@ def _check_postprocess(ext: Extractor, dtype: str, normalize: bool, whiten: int 
 
 def extract_features(src: str | os.PathLike, out: str | os.PathLike, config: ExtractConfig | None = None, *,
                      extractor: Extractor | None = None, show_progress: bool = True,
-                     write_config: Callable[[Path], None] | None = None) -> ExtractReport:
+                     write_config: Callable[[Path], None] | None = None,
+                     ray: RayConfig | None = None) -> ExtractReport:
     """Extract features of every image in ``src`` into the feature store ``out``.
 
     A re-run with the same config resumes after the last committed shard; job.json records
@@ -253,34 +260,48 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, config: Ext
     ``weights``, ``device``, ``amp``, ``engine``, ``input_size``, ``layer`` and ``compile`` are its own).
     The engine is not part of the job record, since torch and ONNX give the same features; the int8
     quantisation of ``--engine onnx-int8`` (calibration digest and recipe) is.
+    With ``ray`` (a :class:`neardup.scaleout.engine.RayConfig`) the shards are computed on Ray Data
+    (:mod:`neardup.scaleout.extract`): the same store, job record, resume and skipped-image reasons.
 
     Args:
         src: a folder of images, a text file listing image paths, or a manifest.csv.
         out: the feature folder to write (or resume).
         config: the options (None: :class:`ExtractConfig` defaults).
+        ray: run on Ray (None: in this process, or the torchrun/srun ranks).
 
     Raises:
         UsageError: bad input, unknown model, missing weights, an option the model cannot honour,
             or an existing output made differently (unless ``overwrite``).
     """
     cfg = (config or ExtractConfig()).validate()
+    if ray is not None:
+        ray.validate()
+        if extractor is not None:
+            raise ValueError("with ray, each encode actor builds its own extractor: pass config, not extractor")
     if extractor is None:
         get_model_cfg(cfg.model)  # an unknown model name is reported before the input folder is walked
     globs = tuple(cfg.globs)
     t0 = time.perf_counter()
     paths, root, problems = collect_inputs(src, globs)
-    info = dist.init(cfg.device)  # before the model is built: pins each rank to its own GPU
-    ext = extractor
-    if ext is None:
-        ext = create_extractor(cfg.model, weights=cfg.weights, device=cfg.device, amp=cfg.amp, engine=cfg.engine,
-                               calibration=cfg.calibration,
-                               input_size=cfg.input_size, layer=cfg.layer, compile=cfg.compile or None)
-    dtype, max_pixels, shard_size = cfg.dtype, cfg.max_pixels, cfg.shard_size
-    _check_postprocess(ext, dtype, cfg.normalize, cfg.whiten, cfg.transform_from)
-    out = Path(out)
-    post = {"normalize": cfg.normalize, "whiten": cfg.whiten, "whiten_sample": cfg.whiten_sample,
-            "transform_from": str(cfg.transform_from) if cfg.transform_from else None}
     with ExitStack() as held:
+        runner = None
+        if ray is not None:  # one driver process: Ray runs the workers
+            from neardup.scaleout.extract import RayExtraction
+
+            runner = held.enter_context(RayExtraction.start(cfg, ray))
+            # the actors' extractor as one of them described it: identity, preprocessing, dtype (never encodes)
+            info, ext = dist.DistInfo(), cast(Extractor, runner.extractor)
+        else:
+            info = dist.init(cfg.device)  # before the model is built: pins each rank to its own GPU
+            ext = extractor or create_extractor(cfg.model, weights=cfg.weights, device=cfg.device, amp=cfg.amp,
+                                                engine=cfg.engine, calibration=cfg.calibration,
+                                                input_size=cfg.input_size, layer=cfg.layer,
+                                                compile=cfg.compile or None)
+        dtype, max_pixels, shard_size = cfg.dtype, cfg.max_pixels, cfg.shard_size
+        _check_postprocess(ext, dtype, cfg.normalize, cfg.whiten, cfg.transform_from)
+        out = Path(out)
+        post = {"normalize": cfg.normalize, "whiten": cfg.whiten, "whiten_sample": cfg.whiten_sample,
+                "transform_from": str(cfg.transform_from) if cfg.transform_from else None}
         # rank 0 claims, locks and prepares the output; every rank learns the verdict (no one hangs on an error)
         verdict, error = None, None
         if info.is_main:
@@ -303,14 +324,69 @@ def extract_features(src: str | os.PathLike, out: str | os.PathLike, config: Ext
         return _run(ext, paths, root, problems, out, info, src=src, t0=t0, batch_size=cfg.batch_size,
                     workers=cfg.workers,
                     shard_size=shard_size, dtype=dtype, max_pixels=max_pixels, post=post,
-                    show_progress=show_progress, write_config=write_config)
+                    show_progress=show_progress, write_config=write_config, runner=runner)
+
+
+class ShardWriter:
+    """The uncommitted shards ``todo`` of one extraction: features and skip reasons gathered by input index, each
+    shard committed (:func:`~neardup.extract.store.write_shard`) the moment its last image is in.
+
+    Why a class: the in-process loop and the Ray driver (:mod:`neardup.scaleout.extract`) receive batches in
+    different orders, and must write the same shards.
+    """
+
+    def __init__(self, out: Path, paths: list[str], shard_size: int, todo: list[int], width: int,
+                 np_dtype: np.dtype, model: str) -> None:
+        self.out, self.paths, self.shard_size = out, paths, shard_size
+        self.width, self.np_dtype, self.model = width, np_dtype, model
+        self.pending: dict[int, dict[str, Any]] = {i: {"feats": {}, "bad": {}} for i in todo}
+
+    def _span(self, i: int) -> tuple[int, int]:
+        return i * self.shard_size, min(len(self.paths), (i + 1) * self.shard_size)
+
+    def add(self, good: list[int], feats: np.ndarray | None, bad: list[tuple[int, str]]) -> None:
+        """Features of the inputs ``good`` (global indices) and the reasons of those ``bad``; commits the shards
+        this completes.
+
+        Raises:
+            UsageError: non-finite features (a broken model or precision: nothing is written).
+        """
+        if feats is not None and feats.dtype.kind == "f" and not np.all(np.isfinite(feats)):
+            raise UsageError(f"non-finite features from {self.model}; check --amp and the weights")
+        touched = set()
+        for j, f in zip(good, feats if feats is not None else [], strict=True):
+            self.pending[j // self.shard_size]["feats"][j] = f
+            touched.add(j // self.shard_size)
+        for j, reason in bad:
+            self.pending[j // self.shard_size]["bad"][j] = reason
+            touched.add(j // self.shard_size)
+        for i in sorted(touched):
+            lo, hi = self._span(i)
+            if len(self.pending[i]["feats"]) + len(self.pending[i]["bad"]) == hi - lo:
+                self._flush(i)
+
+    def finish(self) -> None:
+        """Commit what is left (shards of only-empty slices: none, unless every input was given)."""
+        for i in sorted(self.pending):
+            self._flush(i)
+
+    def _flush(self, i: int) -> None:
+        lo, hi = self._span(i)
+        rec = self.pending.pop(i)
+        keep = [j for j in range(lo, hi) if j in rec["feats"]]
+        feats = (np.stack([rec["feats"][j] for j in keep]).astype(self.np_dtype) if keep
+                 else np.zeros((0, self.width), self.np_dtype))
+        skipped = [{"path": self.paths[j], "reason": rec["bad"][j]} for j in range(lo, hi) if j in rec["bad"]]
+        with _naming(self.out / "shards" / f"{shard_name(i)}.npy"):
+            write_shard(self.out, i, feats, [self.paths[j] for j in keep], skipped)
 
 
 def _run(ext: Extractor, paths: list[str], root: str, problems: list[dict[str, str]], out: Path, info: dist.DistInfo, *,
          src: str | os.PathLike, t0: float, batch_size: int, workers: int | None, shard_size: int, dtype: str,
          max_pixels: int, post: dict[str, Any], show_progress: bool,
-         write_config: Callable[[Path], None] | None) -> ExtractReport:
-    """Compute this rank's uncommitted shards, then (rank 0) the transform and meta.json."""
+         write_config: Callable[[Path], None] | None, runner: Any = None) -> ExtractReport:
+    """Compute this rank's uncommitted shards (here, or with ``runner`` on Ray), then (rank 0) the transform and
+    meta.json."""
     n_shards = max(1, -(-len(paths) // shard_size))
     np_dtype = np.dtype(np.uint8) if ext.dtype == np.uint8 else np.dtype(dtype)
     width = ext.num_features // 8 if ext.metric == "hamming" else ext.num_features
@@ -319,41 +395,20 @@ def _run(ext: Extractor, paths: list[str], root: str, problems: list[dict[str, s
     todo = [i for i in mine if i not in done]
     todo_idx = [j for i in todo for j in range(i * shard_size, min(len(paths), (i + 1) * shard_size))]
     my_total = sum(min(len(paths), (i + 1) * shard_size) - i * shard_size for i in mine)
-    workers = default_workers() if workers is None else workers
-    loader = _loader(ext, [paths[j] for j in todo_idx], batch_size, workers, max_pixels)
-    pending: dict[int, dict[str, Any]] = {i: {"feats": {}, "bad": {}} for i in todo}
+    shards = ShardWriter(out, paths, shard_size, todo, width, np_dtype, ext.name)
     rank_tag = f" [rank {info.rank}/{info.world_size}]" if info.enabled else ""
     bar = progress(total=my_total, initial=my_total - len(todo_idx), desc=f"extract {ext.name}{rank_tag}", unit="img",
                    disable=not show_progress)
-
-    def flush(i: int) -> None:
-        lo, hi = i * shard_size, min(len(paths), (i + 1) * shard_size)
-        rec = pending.pop(i)
-        keep = [j for j in range(lo, hi) if j in rec["feats"]]
-        feats = np.stack([rec["feats"][j] for j in keep]).astype(np_dtype) if keep else np.zeros((0, width), np_dtype)
-        skipped = [{"path": paths[j], "reason": rec["bad"][j]} for j in range(lo, hi) if j in rec["bad"]]
-        with _naming(out / "shards" / f"{shard_name(i)}.npy"):
-            write_shard(out, i, feats, [paths[j] for j in keep], skipped)
-
     try:
-        for local_idx, batch, bad in loader:
-            if batch is not None:
-                feats = ext.encode(batch)
-                if feats.dtype.kind == "f" and not np.all(np.isfinite(feats)):
-                    raise UsageError(f"non-finite features from {ext.name}; check --amp and the weights")
-                for k, f in zip(local_idx, feats, strict=True):
-                    j = todo_idx[k]
-                    pending[j // shard_size]["feats"][j] = f
-            for k, reason in bad:
-                j = todo_idx[k]
-                pending[j // shard_size]["bad"][j] = reason
-            bar.update(len(local_idx) + len(bad))
-            for i in sorted(pending):
-                lo, hi = i * shard_size, min(len(paths), (i + 1) * shard_size)
-                if len(pending[i]["feats"]) + len(pending[i]["bad"]) == hi - lo:
-                    flush(i)
-        for i in sorted(pending):  # shards of only-empty slices (none) or all processed
-            flush(i)
+        if runner is not None:
+            runner.run(paths, todo_idx, shards, batch_size, max_pixels, bar)
+        else:
+            workers = default_workers() if workers is None else workers
+            for local_idx, batch, bad in _loader(ext, [paths[j] for j in todo_idx], batch_size, workers, max_pixels):
+                feats = ext.encode(batch) if batch is not None else None
+                shards.add([todo_idx[k] for k in local_idx], feats, [(todo_idx[k], r) for k, r in bad])
+                bar.update(len(local_idx) + len(bad))
+        shards.finish()
     finally:
         bar.close()
 

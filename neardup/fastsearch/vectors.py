@@ -155,6 +155,32 @@ class PCA:
         y = self.matrix_.apply(np.ascontiguousarray(x, dtype=np.float32))
         return l2_normalize(y) if self.normalize else np.ascontiguousarray(y)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (faiss' own serialisation of the fitted matrix), so Ray workers can apply it."""
+        import faiss
+
+        fx: Any = faiss  # the stubs know only the file-name overloads
+        state = dict(self.__dict__)
+        if "matrix_" in state:
+            writer = fx.VectorIOWriter()
+            fx.write_VectorTransform(self.matrix_, writer)
+            state["matrix_"] = fx.vector_to_array(writer.data)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import faiss
+
+        fx: Any = faiss
+        self.__dict__.update(state)
+        if "matrix_" in state:
+            reader = fx.VectorIOReader()
+            fx.copy_array_to_vector(np.asarray(state["matrix_"], dtype=np.uint8), reader.data)
+            read = fx.read_VectorTransform(reader)
+            read.thisown = False  # the downcast proxy owns (and frees) the matrix, not this temporary one
+            matrix = fx.downcast_VectorTransform(read)
+            matrix.thisown = True
+            self.matrix_ = matrix
+
 
 def kmeans_plusplus(x: np.ndarray, k: int, seed: int = 0, block: int = 65536) -> np.ndarray:
     """Indices of ``k`` initial centroids by greedy k-means++ seeding (Arthur & Vassilvitskii, k-means++: the
