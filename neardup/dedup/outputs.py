@@ -26,6 +26,7 @@ SUMMARY = "summary.json"
 #: everything a scan writes into its folder (``--overwrite`` removes only these)
 OWNED = ("groups.csv", "pairs.csv", SUMMARY, "inputs.json", "inventory.json", "calibration.npz", "config.yaml",
          "report.html", "report_files/thumbs/*.jpg", "report_files/*.png", "report_files/*.json", "report_files/thumbs",
+         "report_files/unreadable.jpg",
          "report_files")
 
 _NUM = {"type": "number"}

@@ -67,3 +67,14 @@ def test_help_names_the_subcommands() -> None:
     res = invoke("dedup", "--help")
     assert "apply" in res.output and "undo" in res.output and "scan" in res.output
     assert "--against" in invoke("dedup", "scan", "--help").output
+
+
+def test_overwrite_after_a_scan_with_an_unreadable_file(tmp_path: Path, collection) -> None:
+    """The report's placeholder for unreadable files is dedup's own: --overwrite replaces it."""
+    folder, _ = collection
+    (folder / "broken.jpg").write_bytes(b"not an image at all")
+    out = tmp_path / "scan"
+    first = invoke("dedup", str(folder), "--out", str(out), "--threshold", "0.8", "--engine", "torch")
+    assert "1 unreadable" in first.output and (out / "report_files" / "unreadable.jpg").is_file()
+    again = invoke("dedup", str(folder), "--out", str(out), "--threshold", "0.8", "--engine", "torch", "--overwrite")
+    assert "1 unreadable" in again.output and (out / "report.html").is_file()
