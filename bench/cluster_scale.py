@@ -23,22 +23,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from measure import peak_gb
 
 import neardup._compat  # noqa: F401
 
 BSDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "bsds500"
 MODEL = "efficientnet_lite0"
-
-
-def peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # ru_maxrss is KiB on Linux
 
 
 def prepare_real(out: Path, bsds: Path) -> list[Path]:

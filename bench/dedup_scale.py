@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -50,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from measure import cpu_s, load_avg, peak_gb
 
 from neardup.dedup.grouping import MIN_PAIR_SHARE
 
@@ -58,20 +58,6 @@ QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 TAIL = (0.6, 0.7, 0.75, 0.8)
 #: density of the distribution check: nearest neighbour among this many vectors (all the real photos)
 MATCH_N = 300
-
-
-def peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KiB on Linux
-
-
-def cpu_s() -> float:
-    """CPU seconds of this process (all threads): with the wall time, how much of the machine it had."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def load_avg() -> str:
-    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 # ---------------------------------------------------------------------------------------------------- real data

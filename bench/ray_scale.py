@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -34,20 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-def peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KiB on Linux
-
-
-def cpu_s() -> float:
-    """CPU seconds of this process (all threads): with the wall time, how much of the machine it had."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def load_avg() -> str:
-    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+from measure import cpu_s, load_avg, peak_gb
 
 
 def write_json(path: Path, obj: Any) -> None:
