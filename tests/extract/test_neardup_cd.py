@@ -96,3 +96,29 @@ def test_cli_defaults_to_neardup_cd_and_rejects_a_wrong_weights_file(tmp_path: P
     res = invoke("extract", str(photo_source), "--out", str(tmp_path / "f"), "--weights", str(other), ok=False)
     assert_one_error(res, "not a neardup_cd weights file")
     assert json.loads(json.dumps(neardup_cd.record()))["model"] == "neardup_cd"
+
+
+class _Payload:
+    """A pickle that would run a command when unpickled without weights_only."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (Path.touch, (self.marker,))
+
+
+def test_a_malicious_weights_file_is_refused_in_one_line(tmp_path: Path, photo_source: Path) -> None:
+    import pickle
+
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"format": neardup_cd.FORMAT, "state_dict": _Payload(marker)}, protocol=4))
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        res = invoke("extract", str(photo_source), "--out", str(tmp_path / "f"), "--weights", str(evil), ok=False)
+    assert_one_error(res, "safely (weights_only=True)")
+    assert not [w for w in seen if "pickle" in str(w.message)]  # torch's protocol warning would print too
+    assert not marker.exists()
