@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +44,29 @@ def pack(a: np.ndarray) -> bytes:
 
 def unpack(b: bytes) -> np.ndarray:
     return np.load(io.BytesIO(b), allow_pickle=False)
+
+
+class Portable:
+    """Ship a torchvision object to Ray workers that have not imported neardup yet.
+
+    Why: unpickling a torchvision transform imports torchvision, which on a CPU torch with PyPI's CUDA torchvision
+    dies unless :mod:`neardup._compat` ran first (see there). A fresh worker that gets a decode task before any
+    neardup code has run would fail at random. Pickled through this wrapper, the stream names only
+    :func:`_restore`, which imports the shim before it unpickles the object itself.
+    """
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return _restore, (pickle.dumps(self.obj),)
+
+
+def _restore(blob: bytes) -> Any:
+    """The object :class:`Portable` wrapped (ours, pickled by the driver one hop earlier)."""
+    import neardup._compat  # noqa: F401 - before torchvision: registers its missing ops
+
+    return pickle.loads(blob)  # noqa: S301 - written by this job's driver, never a file
 
 
 def _options(cfg: ExtractConfig, device: str) -> dict[str, Any]:
@@ -114,6 +138,8 @@ def decode_batches(batch: dict[str, np.ndarray], transform: Any, draft_size: tup
     """
     from neardup.extract.pipeline import ImageDataset, collate
 
+    if isinstance(transform, Portable):  # not pickled on the way (Ray ran the task in this process)
+        transform = transform.obj
     out: dict[str, list[Any]] = {"batch": [], "x": [], "good": [], "bad": []}
     for b, joined in zip(batch["batch"].tolist(), batch["paths"].tolist(), strict=True):
         paths = str(joined).split("\0")
@@ -218,7 +244,7 @@ class RayExtraction:
         ext, plan = self.extractor, self.plan
         ds: Any = ray.data.from_items(rows, override_num_blocks=len(rows))
         ds = ds.map_batches(decode_batches, batch_size=1, num_cpus=plan.decode_cpus,
-                            fn_kwargs={"transform": ext.transform, "draft_size": ext.draft_size,
+                            fn_kwargs={"transform": Portable(ext.transform), "draft_size": ext.draft_size,
                                        "max_pixels": max_pixels})
         with warnings.catch_warnings():  # restarts have no named parameter yet (ray_remote_args is deprecated)
             warnings.simplefilter("ignore")
