@@ -126,4 +126,5 @@ def _input_summary(c: Any) -> str:
         return "-"
     norm = {((0.0,) * 3, (1.0,) * 3): "[0,1]", ((0.5,) * 3, (0.5,) * 3): "[-1,1]"}.get(
         (tuple(c.mean), tuple(c.std)), "imagenet" if tuple(c.mean) == (0.485, 0.456, 0.406) else "custom")
-    return f"{c.resize_size}/{c.input_size} {c.interpolation} {norm}"
+    size = f"squash {c.input_size}" if c.fit == "squash" else f"{c.resize_size}/{c.input_size}"
+    return f"{size} {c.interpolation} {norm}"

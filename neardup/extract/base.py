@@ -100,9 +100,18 @@ class LimitAspect:
 
 
 def build_transform(cfg: ModelCfg) -> Callable[[Image.Image], torch.Tensor]:
-    """Limit the aspect ratio, resize the short side, centre crop, scale to [0, 1], normalise: derived from ``cfg``."""
+    """Limit the aspect ratio, resize the short side, centre crop, scale to [0, 1], normalise: derived from ``cfg``.
+
+    With ``cfg.fit == "squash"`` the whole image is resized to the square instead (no crop, so no aspect limit).
+    """
     from torchvision import transforms as T
 
+    if cfg.fit == "squash":
+        return T.Compose([
+            T.Resize((cfg.input_size, cfg.input_size), interpolation=T.InterpolationMode(cfg.interpolation)),
+            T.ToTensor(),
+            T.Normalize(cfg.mean, cfg.std),
+        ])
     return T.Compose([
         LimitAspect(),
         T.Resize(cfg.resize_size, interpolation=T.InterpolationMode(cfg.interpolation)),

@@ -36,6 +36,10 @@ def check_engine(engine: str) -> None:
         raise UsageError(f"unknown --engine {engine!r}; use {', '.join(ENGINES)}")
 
 
+#: how an image becomes the network's square input (ModelCfg.fit)
+FITS = ("crop", "squash")
+
+
 @dataclass(frozen=True)
 class ModelCfg:
     """Everything needed to build a model's preprocessing and describe its weights."""
@@ -44,8 +48,11 @@ class ModelCfg:
     num_features: int
     metric: str = "cosine"  # "cosine" for float features, "hamming" for packed bits
     kind: str = "torch"  # "torch" | "hash"
-    input_size: int = 224  # centre crop side
+    input_size: int = 224  # centre crop side (square side with fit="squash")
     resize_size: int = 256  # short side before the crop
+    #: "crop": resize the short side, centre crop (ImageNet's evaluation); "squash": the whole image resized to
+    #: a square, aspect not kept, nothing cut (caption bars, pads and overlays keep the photo in view)
+    fit: str = "crop"
     interpolation: str = "bicubic"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -68,8 +75,11 @@ class ModelCfg:
 
     def preprocessing(self) -> dict[str, Any]:
         """The fields that change features; a feature store records them."""
-        return {"input_size": self.input_size, "resize_size": self.resize_size,
-                "interpolation": self.interpolation, "mean": list(self.mean), "std": list(self.std)}
+        d = {"input_size": self.input_size, "resize_size": self.resize_size,
+             "interpolation": self.interpolation, "mean": list(self.mean), "std": list(self.std)}
+        if self.fit != "crop":  # recorded only when not the default: stores written before it stay comparable
+            d["fit"] = self.fit
+        return d
 
 
 class ExtractorOptions(TypedDict, total=False):
@@ -228,6 +238,8 @@ def check_input_size(cfg: ModelCfg, what: str = "--input-size") -> None:
     low = cfg.extra.get("min_input_size", MIN_INPUT_SIZE)
     if size < low:
         raise UsageError(f"{what} {size} for {cfg.name}: this network needs at least {low} pixels")
+    if cfg.fit not in FITS:
+        raise UsageError(f"fit {cfg.fit!r} for {cfg.name}: use one of {', '.join(FITS)}")
     if not isinstance(cfg.resize_size, int) or not size <= cfg.resize_size <= 8 * MAX_INPUT_SIZE:
         raise UsageError(f"resize size {cfg.resize_size!r} for {cfg.name}: must be at least the crop ({size})")
 

@@ -83,6 +83,8 @@ def _preprocessing(cfg: ModelCfg) -> str:
         return "-"
     norm = "no normalisation" if cfg.mean == (0.0, 0.0, 0.0) and cfg.std == (1.0, 1.0, 1.0) else \
         f"mean {tuple(round(m, 3) for m in cfg.mean)} std {tuple(round(s, 3) for s in cfg.std)}"
+    if cfg.fit == "squash":
+        return f"squash to {cfg.input_size} {cfg.interpolation}, {norm}"
     return f"resize {cfg.resize_size} {cfg.interpolation}, crop {cfg.input_size}, {norm}"
 
 

@@ -88,6 +88,10 @@ class FinetuneConfig:
     attack_prob: float = _opt(0.5, 0, 1)
     jitter: float = _opt(0.5, 0, 2.5)  # colour-jitter strength; hue jitter is 0.2 x this and must stay <= 0.5
     min_scale: float = _opt(0.5, 0, 1, lo_open=True)
+    #: how the encoder sees a whole image, in training views and after export: "crop" (the base model's resize +
+    #: centre crop; square training crops) or "squash" (the whole image resized to a square; training crops keep
+    #: the image's own shape, so caption bars, pads and overlays are seen as the exported model will see them)
+    fit: str = _opt("crop", choices=("crop", "squash"))
     seed: int = _opt(0, 0, 2**32 - 1)
     workers: int | None = _opt(None, 0, 256, resume_safe=True)
     device: str = _opt("auto", resume_safe=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -133,6 +133,9 @@ def build(cfg: RunConfig, task: Task, info: dist.DistInfo) -> TrainParts:
         device = torch.device("cuda", torch.cuda.current_device())
     torch.manual_seed(cfg.seed)
     encoder, mcfg = load_encoder(cfg.model, cfg.weights)
+    fit = getattr(cfg, "fit", None)  # finetune's --fit: validation and the exported encoder see images this way
+    if fit:
+        mcfg = replace(mcfg, fit=fit)
     freeze_stages(encoder, cfg.freeze_stages)
     model = EncoderWithHead(encoder, task.build_head(mcfg.num_features))
     if cfg.sync_bn and info.enabled:

@@ -105,6 +105,8 @@ def export_encoder(path: str | Path, encoder: torch.nn.Module, cfg: ModelCfg,
     state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
     blob = {"format": EXPORT_FORMAT, "base_model": cfg.name, "input_size": cfg.input_size,
             "resize_size": cfg.resize_size, "num_features": cfg.num_features, "state_dict": state, **(extra or {})}
+    if cfg.fit != "crop":  # files of crop models keep their old layout
+        blob["fit"] = cfg.fit
     buf = io.BytesIO()
     torch.save(blob, buf)
     atomic_write(path, lambda f: f.write(buf.getvalue()))

@@ -122,3 +122,47 @@ def test_a_malicious_weights_file_is_refused_in_one_line(tmp_path: Path, photo_s
     assert_one_error(res, "safely (weights_only=True)")
     assert not [w for w in seen if "pickle" in str(w.message)]  # torch's protocol warning would print too
     assert not marker.exists()
+
+
+def test_a_squash_export_packs_and_loads_as_squash(tmp_path: Path, photo_source: Path, lite0) -> None:
+    """`finetune --fit squash` -> best.pt records the fit -> pack keeps it -> the loaded model resizes the whole
+    image to the square (no crop), and its features record the fit (so they never mix with crop features)."""
+    from dataclasses import replace
+
+    from neardup.extract.base import build_transform
+    from neardup.simclr.model import export_encoder
+
+    enc = tmp_path / "best.pt"
+    export_encoder(enc, lite0.model, replace(lite0.cfg, fit="squash"), {"epoch": 1})
+    assert torch.load(enc, weights_only=True)["fit"] == "squash"
+    finetuned = create_extractor("finetuned", weights=str(enc), device="cpu", engine="torch")
+    assert finetuned.cfg.fit == "squash" and finetuned.describe()["preprocessing"]["fit"] == "squash"
+    out = tmp_path / "cd.pt"
+    neardup_cd.pack(enc, out)
+    packed = create_extractor("neardup_cd", weights=str(out), device="cpu", engine="torch")
+    assert packed.cfg.fit == "squash" and packed.describe()["preprocessing"]["fit"] == "squash"
+    assert "fit" not in lite0.describe()["preprocessing"]  # crop models record what they always did
+    path = sorted(photo_source.glob("*.jpg"))[0]
+    from PIL import Image
+
+    img = Image.open(path).convert("RGB")
+    x = packed.transform(img)
+    want = build_transform(replace(lite0.cfg, fit="squash"))(img)
+    assert x.shape == (3, 224, 224) and torch.equal(x, want)
+    a, _ = encode_paths(packed, [str(path)])
+    b = lite0.encode(want[None])
+    assert float(np.sum(a[0] * b[0]) / np.linalg.norm(a[0]) / np.linalg.norm(b[0])) > 0.9999
+
+
+def test_a_file_with_an_unknown_fit_is_refused(tmp_path: Path, lite0) -> None:
+    from dataclasses import replace
+
+    from neardup.simclr.model import export_encoder
+
+    enc = tmp_path / "best.pt"
+    export_encoder(enc, lite0.model, replace(lite0.cfg, fit="stretch"), {"epoch": 1})
+    with pytest.raises(UsageError, match="fit 'stretch'"):
+        create_extractor("finetuned", weights=str(enc), device="cpu", engine="torch")
+    neardup_cd.pack(enc, tmp_path / "cd.pt")
+    with pytest.raises(UsageError, match="unknown fit 'stretch'"):
+        create_extractor("neardup_cd", weights=str(tmp_path / "cd.pt"), device="cpu", engine="torch")

@@ -197,3 +197,27 @@ def test_cli_builds_the_config_from_given_flags_only(monkeypatch, image_dir, tmp
     invoke("extract", image_dir, "--out", tmp_path / "o", "--model", "dhash", "--batch-size", "7", "--glob", "*.png",
            "--normalize")
     assert seen["config"] == ExtractConfig(model="dhash", batch_size=7, globs=("*.png",), normalize=True)
+
+
+def test_squash_resizes_the_whole_image_and_crop_cuts_the_long_side():
+    """fit: a tall image, red top half and blue bottom half; the crop keeps its middle, squash keeps both halves."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from neardup.extract.base import build_transform
+    from neardup.extract.registry import ModelCfg
+
+    img = Image.new("RGB", (40, 200), (255, 0, 0))
+    img.paste((0, 0, 255), (0, 100, 40, 200))
+    cfg = ModelCfg("t", 8, input_size=32, resize_size=36, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    crop = build_transform(cfg)(img)
+    squash = build_transform(replace(cfg, fit="squash"))(img)
+    assert crop.shape == squash.shape == (3, 32, 32)
+    assert squash[0, :14].min() > 0.99 and squash[2, 18:].min() > 0.99  # top red, bottom blue, both kept
+    assert crop[0, :14].min() > 0.99 and crop[2, 18:].min() > 0.99  # the 36x180 middle crop: red, then blue
+    tall = Image.new("RGB", (40, 400), (255, 0, 0))
+    tall.paste((0, 0, 255), (0, 300, 40, 400))  # blue bottom quarter
+    assert build_transform(cfg)(tall)[2].max() < 0.01  # the centre crop never reaches the bottom quarter
+    assert build_transform(replace(cfg, fit="squash"))(tall)[2, 26:].min() > 0.99
+    assert cfg.preprocessing().get("fit") is None and replace(cfg, fit="squash").preprocessing()["fit"] == "squash"

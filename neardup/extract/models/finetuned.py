@@ -48,7 +48,8 @@ def load_encoder_file(weights: str, fmt: str, what: str) -> tuple[dict[str, Any]
     load_strict(model, blob["state_dict"], str(weights))
     try:
         sized = replace(base_cfg, input_size=int(blob.get("input_size", base_cfg.input_size)),
-                        resize_size=int(blob.get("resize_size", base_cfg.resize_size)))
+                        resize_size=int(blob.get("resize_size", base_cfg.resize_size)),
+                        fit=str(blob.get("fit", base_cfg.fit)))
     except (TypeError, ValueError):
         raise UsageError(f"{weights}: input_size/resize_size are not integers") from None
     return blob, model, sized

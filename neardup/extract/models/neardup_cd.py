@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Unpack
 
@@ -26,7 +27,7 @@ import neardup._compat  # noqa: F401  (before timm)
 from neardup.errors import UsageError
 from neardup.extract.base import TorchExtractor, empty_model
 from neardup.extract.models.efficientnet import PooledFeatures
-from neardup.extract.registry import ExtractorOptions, ModelCfg, register_model
+from neardup.extract.registry import FITS, ExtractorOptions, ModelCfg, register_model
 from neardup.extract.weights import file_sha256, load_strict, read_checkpoint
 
 FORMAT = "neardup.cd/1"
@@ -101,7 +102,7 @@ def pack(encoder_file: str | os.PathLike, out: str | os.PathLike, recipe: str = 
     buf = io.BytesIO()
     torch.save({"format": FORMAT, "base_model": "efficientnet_lite0", "state_dict": sd,
                 "input_size": int(blob.get("input_size", 224)), "resize_size": int(blob.get("resize_size", 256)),
-                "recipe": recipe, **info}, buf)
+                "fit": str(blob.get("fit", "crop")), "recipe": recipe, **info}, buf)
     atomic_write(out, lambda f: f.write(buf.getvalue()))
     return file_sha256(out)
 
@@ -122,5 +123,8 @@ def neardup_cd(cfg: ModelCfg, *, weights: str | None = None, layer: str | None =
                **options: Unpack[ExtractorOptions]) -> TorchExtractor:
     """The bundled weights (sha256 checked), or ``weights``: another ``neardup.cd/1`` file (``make model``'s)."""
     path = str(weights) if weights else str(verified_weights())
-    model, _ = load_cd_file(path)
-    return TorchExtractor(cfg, model, weights_path=path, **options)
+    model, blob = load_cd_file(path)
+    fit = blob.get("fit", "crop")  # how the file's network was trained to see images (older files: crop)
+    if fit not in FITS:
+        raise UsageError(f"{path}: unknown fit {fit!r} (expected one of {', '.join(FITS)})")
+    return TorchExtractor(replace(cfg, fit=fit), model, weights_path=path, **options)
