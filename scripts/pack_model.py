@@ -13,7 +13,7 @@ from pathlib import Path
 
 import neardup._compat  # noqa: F401
 from neardup.extract.models import neardup_cd
-from neardup.io_utils import atomic_write_json
+from neardup.io_utils import atomic_write_json, load_yaml
 
 
 def summary(result: dict) -> dict:
@@ -36,7 +36,8 @@ def main() -> None:
     recipe = args.recipe.read_text(encoding="utf-8")
     run = args.encoder.parent
     config = (run / "config.yaml").read_text(encoding="utf-8") if (run / "config.yaml").is_file() else ""
-    sha = neardup_cd.pack(args.encoder, neardup_cd.WEIGHTS, recipe=recipe)
+    fit = (load_yaml(args.recipe) or {}).get("fit")  # the recipe says how the shipped model sees images
+    sha = neardup_cd.pack(args.encoder, neardup_cd.WEIGHTS, recipe=recipe, fit=fit)
     record = {"schema": "neardup.cd-record/1", "model": "neardup_cd", "format": neardup_cd.FORMAT,
               "sha256": sha, "bytes": neardup_cd.WEIGHTS.stat().st_size,
               "recipe_sha256": hashlib.sha256(recipe.encode()).hexdigest(),

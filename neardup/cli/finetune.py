@@ -31,9 +31,9 @@ HELP = {
     "attacks": "Attack set for the views: default, biomedical or a YAML file.",
     "attack_prob": "Probability that a view gets a random attack before the SimCLR augmentations.",
     "jitter": "Colour-jitter strength of the SimCLR augmentations.", "min_scale": "Smallest random-crop area.",
-    "fit": "How the model sees a whole image: crop (the base model's resize + centre crop) or squash (resized "
-           "whole to a square: nothing cut, so caption bars, pads and overlays keep the photo in view); the "
-           "exported encoder keeps it.",
+    "fit": "How the exported encoder (and validation) sees a whole image: crop (the base model's resize + "
+           "centre crop) or squash (resized whole to a square: nothing cut, so caption bars, pads and overlays "
+           "keep the photo in view). Training views do not change.",
     "seed": "Seed of views, order and initialisation.", "workers": "View-making processes [default: cores - 1].",
     "device": "auto, cpu or cuda.", "amp": "auto (bf16 on GPU), off, bf16 or fp16.",
     "channels_last": "channels_last memory format (faster on CPU and GPU).",

@@ -53,7 +53,7 @@ class ContrastiveTask(EncoderOnly):
         paths, _, _ = collect_inputs(cfg.images)
         attacks = load_attack_config(cfg.attacks) if cfg.attack_prob > 0 else []
         views = ViewConfig(image_size=cfg.image_size, attack_prob=cfg.attack_prob, jitter=cfg.jitter,
-                           min_scale=cfg.min_scale, keep_aspect=cfg.fit == "squash")
+                           min_scale=cfg.min_scale)
         self.dataset = TwoViewDataset(paths, ViewMaker(views, attacks, spec.mean, spec.std), spec.seed)
         self.loader = distributed_loader(self.dataset, spec)
         return self.loader

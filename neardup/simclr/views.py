@@ -33,7 +33,6 @@ class ViewConfig:
     attack_prob: float = 0.5
     jitter: float = 0.5  # colour-jitter strength (lightly's cj_strength)
     min_scale: float = 0.5  # random resized crop keeps at least this fraction of the area
-    keep_aspect: bool = False  # crop aspect ratios around the image's own (for models that squash, not crop)
     gray_prob: float = 0.05
     blur_prob: float = 0.0
     hflip_prob: float = 0.5
@@ -64,13 +63,8 @@ class SimCLRViewTransform:
         self.jitter = [(max(0.0, 1 - 0.8 * s), 1 + 0.8 * s)] * 3 + [(-0.2 * s, 0.2 * s)]
 
     def _crop_box(self, width: int, height: int, g: torch.Generator) -> tuple[int, int, int, int]:
-        """torchvision's RandomResizedCrop.get_params: scale (min_scale, 1), ratio (3/4, 4/3).
-
-        With ``keep_aspect`` the ratio range is (3/4, 4/3) times the image's own aspect ratio: squashed to the
-        square, the crop then looks like the whole image does to a ``fit: squash`` model.
-        """
-        base = math.log(width / height) if self.cfg.keep_aspect else 0.0
-        area, log_r = height * width, (base + math.log(3 / 4), base + math.log(4 / 3))
+        """torchvision's RandomResizedCrop.get_params: scale (min_scale, 1), ratio (3/4, 4/3)."""
+        area, log_r = height * width, (math.log(3 / 4), math.log(4 / 3))
         for _ in range(10):
             target = area * _uniform(g, self.cfg.min_scale, 1.0)
             aspect = math.exp(_uniform(g, *log_r))
@@ -79,8 +73,6 @@ class SimCLRViewTransform:
                 i = int(torch.randint(0, height - h + 1, (1,), generator=g))
                 j = int(torch.randint(0, width - w + 1, (1,), generator=g))
                 return i, j, h, w
-        if self.cfg.keep_aspect:  # fallback: the whole image
-            return 0, 0, height, width
         ratio = width / height  # fallback: central crop
         w, h = (width, round(width * 4 / 3)) if ratio < 3 / 4 else \
             (round(height * 4 / 3), height) if ratio > 4 / 3 else (width, height)

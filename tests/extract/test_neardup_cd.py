@@ -31,12 +31,14 @@ def test_bundled_weights_match_their_sha256_and_stay_small() -> None:
     assert floats and all(v.dtype == torch.float16 for v in floats)
     assert not any(k.startswith(neardup_cd.DROPPED_PREFIX) for k in blob["state_dict"])
     assert "attacks: all" in blob["recipe"]  # the recipe that reproduces them travels with them
+    assert blob["fit"] == "squash" == neardup_cd.MODEL_CFG.fit  # the listing describes the shipped file
 
 
 def test_bundled_model_loads_offline_and_differs_from_its_base(photo_source: Path, lite0) -> None:
     ext = create_extractor("neardup_cd", device="cpu", engine="torch")
     assert ext.cfg.name == "neardup_cd" and ext.cfg.num_features == 1280
     assert ext.weights_path == str(neardup_cd.WEIGHTS)
+    assert ext.describe()["preprocessing"]["fit"] == "squash"
     paths = sorted(str(p) for p in photo_source.glob("*.jpg"))[:4]
     feats, idx = encode_paths(ext, paths)
     base, _ = encode_paths(lite0, paths)
@@ -163,6 +165,12 @@ def test_a_file_with_an_unknown_fit_is_refused(tmp_path: Path, lite0) -> None:
     export_encoder(enc, lite0.model, replace(lite0.cfg, fit="stretch"), {"epoch": 1})
     with pytest.raises(UsageError, match="fit 'stretch'"):
         create_extractor("finetuned", weights=str(enc), device="cpu", engine="torch")
-    neardup_cd.pack(enc, tmp_path / "cd.pt")
+    with pytest.raises(UsageError, match="fit 'stretch'"):
+        neardup_cd.pack(enc, tmp_path / "cd.pt")
+    neardup_cd.pack(enc, tmp_path / "ok.pt", fit="crop")  # pack_model.py's override (the recipe's fit)
+    assert create_extractor("neardup_cd", weights=str(tmp_path / "ok.pt"), device="cpu", engine="torch").cfg.fit \
+        == "crop"
+    blob = torch.load(tmp_path / "ok.pt", weights_only=True)
+    torch.save({**blob, "fit": "stretch"}, tmp_path / "cd.pt")
     with pytest.raises(UsageError, match="unknown fit 'stretch'"):
         create_extractor("neardup_cd", weights=str(tmp_path / "cd.pt"), device="cpu", engine="torch")

@@ -83,9 +83,11 @@ def load_cd_file(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, An
     return model, blob
 
 
-def pack(encoder_file: str | os.PathLike, out: str | os.PathLike, recipe: str = "", **info: Any) -> str:
+def pack(encoder_file: str | os.PathLike, out: str | os.PathLike, recipe: str = "", fit: str | None = None,
+         **info: Any) -> str:
     """Write a ``neardup finetune`` encoder (RUN/best.pt, format neardup.finetuned/1) as a ``neardup.cd/1`` file:
-    float16, classifier dropped, crop and ``recipe`` kept. Returns the written file's sha256.
+    float16, classifier dropped, crop, fit (``fit`` if given, else the encoder's) and ``recipe`` kept. Returns the
+    written file's sha256.
 
     Raises:
         UsageError: not a fine-tuned efficientnet_lite0 encoder.
@@ -94,6 +96,9 @@ def pack(encoder_file: str | os.PathLike, out: str | os.PathLike, recipe: str = 
     from neardup.io_utils import atomic_write
 
     blob = read_checkpoint(encoder_file)
+    fit = str(blob.get("fit", "crop")) if fit is None else fit
+    if fit not in FITS:
+        raise UsageError(f"fit {fit!r}: use one of {', '.join(FITS)}")
     if blob.get("format") != FINETUNED or blob.get("base_model") != "efficientnet_lite0":
         raise UsageError(f"{encoder_file}: expected an efficientnet_lite0 encoder from neardup finetune "
                          f"(format {FINETUNED})")
@@ -102,13 +107,13 @@ def pack(encoder_file: str | os.PathLike, out: str | os.PathLike, recipe: str = 
     buf = io.BytesIO()
     torch.save({"format": FORMAT, "base_model": "efficientnet_lite0", "state_dict": sd,
                 "input_size": int(blob.get("input_size", 224)), "resize_size": int(blob.get("resize_size", 256)),
-                "fit": str(blob.get("fit", "crop")), "recipe": recipe, **info}, buf)
+                "fit": fit, "recipe": recipe, **info}, buf)
     atomic_write(out, lambda f: f.write(buf.getvalue()))
     return file_sha256(out)
 
 
 MODEL_CFG = ModelCfg(
-    name="neardup_cd", num_features=1280, family="efficientnet", input_size=224, resize_size=256,
+    name="neardup_cd", num_features=1280, family="efficientnet", input_size=224, resize_size=256, fit="squash",
     interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
     weights_format=f"{FORMAT} file (float16 state dict, as `make model` writes)",
     weights_hint="bundled: neardup/weights/neardup_cd.pt (sha256 in neardup_cd.json)",
