@@ -153,13 +153,14 @@ def test_int8_is_its_own_feature_space():
 def test_cli_round_trip(engines, image_dir, tmp_path):
     """extract --engine onnx-int8 records the quantisation; resuming with fp32 and mixing with fp32 are refused."""
     _, int8 = engines
-    invoke("extract", image_dir, "--out", tmp_path / "q8", "--engine", "onnx-int8", "--workers", 0)
+    lite0 = ("--model", "efficientnet_lite0")  # the fixture's model (its quantization id names its calibration)
+    invoke("extract", image_dir, "--out", tmp_path / "q8", *lite0, "--engine", "onnx-int8", "--workers", 0)
     meta = json.loads((tmp_path / "q8" / "meta.json").read_text())
     job = json.loads((tmp_path / "q8" / "job.json").read_text())
     assert meta["engine"] == "onnx-int8" and meta["quantization"] == job["quantization"] == int8.quantization
-    expect_error("extract", image_dir, "--out", tmp_path / "q8", "--engine", "onnx", "--workers", 0,
+    expect_error("extract", image_dir, "--out", tmp_path / "q8", *lite0, "--engine", "onnx", "--workers", 0,
                  message="quantization (--engine onnx-int8/--calibration: int8-")
-    invoke("extract", image_dir, "--out", tmp_path / "f32", "--engine", "onnx", "--workers", 0)
+    invoke("extract", image_dir, "--out", tmp_path / "f32", *lite0, "--engine", "onnx", "--workers", 0)
     assert json.loads((tmp_path / "f32" / "job.json").read_text())["quantization"] is None
     invoke("index", "build", tmp_path / "f32", "--out", tmp_path / "idx")
     expect_error("index", "add", tmp_path / "idx", tmp_path / "q8", message="int8")
