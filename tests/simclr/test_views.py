@@ -89,4 +89,3 @@ def test_view_transform_is_torchvisions_pipeline_with_an_explicit_generator(jitt
         torch.manual_seed(seed)
         expected = reference(img)
         assert torch.equal(tail(img, torch.Generator().manual_seed(seed)), expected), seed
-
