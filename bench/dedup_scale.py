@@ -28,12 +28,12 @@ Stages (each in its own process, so each peak-memory figure is its own):
           CLI runs: streamed rows -> projection -> k-NN -> star-guarded groups): time, CPU time and peak memory per
           step, the largest group, plain components against the guard (chaining, hubs), and the pair precision /
           recall of the real groups (over the real images; "all pairs" also counts distractor pairs). The guard
-          is the dedup default (star guard + pair-share rule, --min-pair-share); "star only" is the same run
-          without the pair-share rule, "plain" without any guard
+          is the dedup default (star guard + pair-share rule + bridge rule, --min-pair-share, --max-bridge);
+          "star only" is the same run without the pair-share and bridge rules, "plain" without any guard
 
 Usage: python bench/dedup_scale.py --val F --queries F --train F --manifest CSV [--n 1000000] [--threshold T | \
 --threshold-from SCAN/summary.json] [--distractors mixture,gaussian] [--out out/bench_dedup_scale] \
-[--stages fit,make,small,large] [--min-pair-share S]
+[--stages fit,make,small,large] [--min-pair-share S] [--max-bridge B]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 from measure import cpu_s, load_avg, peak_gb
 
-from neardup.dedup.grouping import MIN_PAIR_SHARE
+from neardup.dedup.grouping import MAX_BRIDGE, MIN_PAIR_SHARE
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 #: similarities of the pair-tail check
@@ -292,15 +292,17 @@ def run_pipeline(X: Any, truth: np.ndarray, threshold: float, args: argparse.Nam
     res["knn_s"], res["knn_cpu_s"] = round(time.perf_counter() - t1, 2), round(cpu_s() - c1, 2)
     res["peak_gb_after_knn"] = round(peak_gb(), 3)
     t2, c2 = time.perf_counter(), cpu_s()
-    star = group_contents(X, sims, nbrs, threshold, args.centre_margin, min_pair_share=args.min_pair_share)
+    star = group_contents(X, sims, nbrs, threshold, args.centre_margin, min_pair_share=args.min_pair_share,
+                          max_bridge=args.max_bridge)
     res["group_s"], res["group_cpu_s"] = round(time.perf_counter() - t2, 2), round(cpu_s() - c2, 2)
     res["total_s"], res["total_cpu_s"] = round(time.perf_counter() - t0, 2), round(cpu_s() - c0, 2)
     res["peak_gb"] = round(peak_gb(), 3)
-    res["min_pair_share"] = args.min_pair_share
+    res["min_pair_share"], res["max_bridge"] = args.min_pair_share, args.max_bridge
     t3 = time.perf_counter()
-    star_only = group_contents(X, sims, nbrs, threshold, args.centre_margin, min_pair_share=0.0)
+    star_only = group_contents(X, sims, nbrs, threshold, args.centre_margin, min_pair_share=0.0, max_bridge=0.0)
     res["group_star_only_s"] = round(time.perf_counter() - t3, 2)
-    plain = group_contents(X, sims, nbrs, threshold, np.inf, min_pair_share=0.0)  # no guard: plain components
+    plain = group_contents(X, sims, nbrs, threshold, np.inf, min_pair_share=0.0,
+                           max_bridge=0.0)  # no guard: plain components
     n_real = len(truth)
     full_truth = np.r_[truth, np.arange(len(X) - n_real) + truth.max() + 1]
     for name, labels in (("star", star), ("star_only", star_only), ("plain", plain)):
@@ -354,7 +356,8 @@ def stage_large(args: argparse.Namespace) -> None:
           f"k {args.k}: projection {res['project_s']} s, k-NN {res['knn_s']} s, groups {res['group_s']} s, "
           f"total {res['total_s']} s wall / {res['total_cpu_s']} s CPU; peak memory {res['peak_gb']:.2f} GB "
           f"({res['load_before']} before, {res['load_after']} after, OMP_NUM_THREADS={res['threads']})")
-    labels = {"star": f"guard (star + pair share {res['min_pair_share']:g})", "star_only": "star only",
+    labels = {"star": f"guard (star + pair share {res['min_pair_share']:g} + bridge {res.get('max_bridge', 0):g})",
+              "star_only": "star only",
               "plain": "plain components"}
     for name in ("star", "star_only", "plain"):
         r = res[name]
@@ -405,6 +408,7 @@ def main() -> None:
     ap.add_argument("--centre-margin", type=float, default=0.2, help="the dedup default")
     ap.add_argument("--min-pair-share", type=float, default=MIN_PAIR_SHARE,
                     help="the hub guard (the dedup default); 'star only' is the same run without it")
+    ap.add_argument("--max-bridge", type=float, default=MAX_BRIDGE, help="the bridge rule (0: off)")
     ap.add_argument("--exact-limit", type=int, default=100_000)
     ap.add_argument("--shard-size", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)

@@ -81,6 +81,10 @@ def dedup() -> None:
 @click.option("--min-pair-share", type=FloatIn(0, 1), default=None,
               help=f"Hub guard: groups of {HUB_MIN_SIZE}+ files need this share of their pairs above the threshold, "
                    f"else their centre is split off (0: off). {default_help(_D.min_pair_share)}")
+@click.option("--max-bridge", type=FloatIn(0, 1), default=None,
+              help=f"Bridge guard: groups of {HUB_MIN_SIZE}+ files are cut in two where their threshold graph has "
+                   f"a cut of lower conductance (edges cut / edge ends on the smaller side): two photos' copies "
+                   f"joined by a few edges (0: off). {default_help(_D.max_bridge)}")
 @click.option("-k", "k", type=click.IntRange(2, 1000), default=None,
               help=f"Neighbours per image in the k-NN graph. {default_help(_D.k)}")
 @click.option("--exact-limit", type=click.IntRange(1), default=None,

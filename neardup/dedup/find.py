@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from neardup.dedup.calibrate import Calibration
-from neardup.dedup.grouping import MIN_PAIR_SHARE, edges  # noqa: F401  (edges re-exported: callers import it from here)
+from neardup.dedup.grouping import MAX_BRIDGE, MIN_PAIR_SHARE, edges  # noqa: F401  (edges re-exported: callers import it from here)
 from neardup.dedup.inventory import FileInfo
 from neardup.dedup.knngraph import KnnGraph, KnnLists
 from neardup.dedup.large import StoredRows
@@ -54,7 +54,8 @@ class DedupConfig:
     reach ``precision``); ``centre_margin`` loosens the star guard: a member must be within
     ``threshold - centre_margin`` of its group's centre; ``min_pair_share``: groups of
     :data:`~neardup.dedup.grouping.HUB_MIN_SIZE` or more must have this share of member pairs at or above the
-    threshold (0: no such check). ``normalize_scores`` and ``norm_*``: :class:`ScoreNormalization`'s fields.
+    threshold (0: no such check); ``max_bridge``: such groups are cut in two where their threshold graph has a cut
+    of lower conductance (0: never). ``normalize_scores`` and ``norm_*``: :class:`ScoreNormalization`'s fields.
     """
 
     model: str = "neardup_cd"
@@ -69,6 +70,7 @@ class DedupConfig:
     copies_per_image: int = 3
     centre_margin: float = 0.2
     min_pair_share: float = MIN_PAIR_SHARE
+    max_bridge: float = MAX_BRIDGE
     k: int = 20
     exact_limit: int = 100_000
     batch_size: int = 32
@@ -110,6 +112,8 @@ class DedupConfig:
             raise UsageError(f"--centre-margin must be in [0, 1], got {self.centre_margin!r}")
         if not (is_num(self.min_pair_share) and 0.0 <= self.min_pair_share <= 1.0):
             raise UsageError(f"--min-pair-share must be in [0, 1], got {self.min_pair_share!r}")
+        if not (is_num(self.max_bridge) and 0.0 <= self.max_bridge <= 1.0):
+            raise UsageError(f"--max-bridge must be in [0, 1], got {self.max_bridge!r}")
         if self.keep not in KEEP_RULES:
             raise UsageError(f"--keep must be one of {', '.join(KEEP_RULES)}, got {self.keep!r}")
         for name, lo, hi in (("calibration_images", 2, 100_000), ("copies_per_image", 1, 100), ("k", 2, 1000),
@@ -242,16 +246,17 @@ def knn(X: np.ndarray | StoredRows, k: int, exact_limit: int,
 
 def group_contents(X: np.ndarray | StoredRows, sims: np.ndarray, nbrs: np.ndarray, threshold: float,
                    centre_margin: float, *, offset: np.ndarray | None = None,
-                   min_pair_share: float = MIN_PAIR_SHARE) -> np.ndarray:
+                   min_pair_share: float = MIN_PAIR_SHARE, max_bridge: float = MAX_BRIDGE) -> np.ndarray:
     """Group label of each content row of the k-NN lists (sims, nbrs) (see :func:`group_graph`)."""
     return group_graph(X, KnnLists(sims, nbrs), threshold, centre_margin, offset=offset,
-                       min_pair_share=min_pair_share)
+                       min_pair_share=min_pair_share, max_bridge=max_bridge)
 
 
 def group_graph(X: np.ndarray | StoredRows, graph: KnnGraph, threshold: float, centre_margin: float, *,
-                offset: np.ndarray | None = None, min_pair_share: float = MIN_PAIR_SHARE) -> np.ndarray:
+                offset: np.ndarray | None = None, min_pair_share: float = MIN_PAIR_SHARE,
+                max_bridge: float = MAX_BRIDGE) -> np.ndarray:
     """Group label of each content row (components of the threshold graph, split by the star guard and the
-    pair-share rule of :func:`~neardup.dedup.grouping.guarded_groups`).
+    pair-share and bridge rules of :func:`~neardup.dedup.grouping.guarded_groups`).
 
     Streamed rows were searched in a projection: their edges within
     :data:`~neardup.dedup.large.RESCORE_MARGIN` of the threshold are scored again on the full rows, and the
@@ -273,10 +278,10 @@ def group_graph(X: np.ndarray | StoredRows, graph: KnnGraph, threshold: float, c
             r, c, _ = graph.edges(threshold - RESCORE_MARGIN)
             full = edge_similarities(X, r, c) - offset[r] - offset[c]
         return guarded_by_component(len(X), r, c, full, threshold, X.take, threshold - centre_margin,
-                                    offset=offset, min_pair_share=min_pair_share)
+                                    offset=offset, min_pair_share=min_pair_share, max_bridge=max_bridge)
     r, c, s = graph.edges(threshold)
     return guarded_groups(len(X), r, c, s, threshold, dot_sim(X, offset), centre_threshold=threshold - centre_margin,
-                          dense=gram(X, offset), min_pair_share=min_pair_share)
+                          dense=gram(X, offset), min_pair_share=min_pair_share, max_bridge=max_bridge)
 
 
 def calibrate(X: np.ndarray | StoredRows, paths: list[str], shas: list[str], graph: KnnGraph,
@@ -445,7 +450,8 @@ def _find(paths: list[str], out: Path, cfg: DedupConfig, against: list[str] | No
 
         t = time.perf_counter()
         content_group = (group_graph(X, graph, threshold, cfg.centre_margin, offset=offset,
-                                     min_pair_share=cfg.min_pair_share) if len(X) else np.zeros(0, int))
+                                     min_pair_share=cfg.min_pair_share, max_bridge=cfg.max_bridge)
+                         if len(X) else np.zeros(0, int))
         pair_edges = graph.edges(threshold)
     label = np.where(row >= 0, content_group[np.maximum(row, 0)] if len(X) else -1, -1)
     members: dict[int, list[int]] = {}

@@ -308,7 +308,8 @@ def edge_similarities(X: StoredRows, rows: np.ndarray, cols: np.ndarray, chunk: 
 
 def guarded_by_component(n: int, rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, threshold: float,
                          vectors: Callable[[np.ndarray], np.ndarray], centre_threshold: float, *,
-                         offset: np.ndarray | None = None, min_pair_share: float | None = None) -> np.ndarray:
+                         offset: np.ndarray | None = None, min_pair_share: float | None = None,
+                         max_bridge: float | None = None) -> np.ndarray:
     """:func:`neardup.dedup.grouping.guarded_groups` run on each component of the threshold graph on its own.
 
     The same partition and labels (the guard never looks outside a component, and labels are numbered by each
@@ -319,10 +320,12 @@ def guarded_by_component(n: int, rows: np.ndarray, cols: np.ndarray, sims: np.nd
         vectors: the unit vectors of some items (indices -> (len, d) array), for the centre checks.
         offset: per item, subtracted twice from each pair's dot product (score normalisation), as ``sims`` were.
         min_pair_share: the pair-share rule (None: :data:`~neardup.dedup.grouping.MIN_PAIR_SHARE`).
+        max_bridge: the bridge rule (None: :data:`~neardup.dedup.grouping.MAX_BRIDGE`).
     """
-    from neardup.dedup.grouping import MIN_PAIR_SHARE, components, dot_sim, gram, guarded_groups
+    from neardup.dedup.grouping import MAX_BRIDGE, MIN_PAIR_SHARE, components, dot_sim, gram, guarded_groups
 
     share = MIN_PAIR_SHARE if min_pair_share is None else min_pair_share
+    bridge = MAX_BRIDGE if max_bridge is None else max_bridge
 
     keep = sims >= threshold
     rows, cols, sims = rows[keep], cols[keep], sims[keep]
@@ -352,7 +355,7 @@ def guarded_by_component(n: int, rows: np.ndarray, cols: np.ndarray, sims: np.nd
             V, o = vectors(m), None if offset is None else offset[m]
             sub = guarded_groups(len(m), np.searchsorted(m, rows[e]), np.searchsorted(m, cols[e]), sims[e],
                                  threshold, dot_sim(V, o), centre_threshold=centre_threshold, dense=gram(V, o),
-                                 min_pair_share=share)
+                                 min_pair_share=share, max_bridge=bridge)
             labels[m] = m[np.unique(sub, return_index=True)[1]][sub]
     return renumber(labels)
 

@@ -166,7 +166,8 @@ def test_calibrated_threshold_and_its_cache(tmp_path: Path, collection, lite0, m
     ("threshold", 1.5, "--threshold"), ("threshold", float("nan"), "--threshold"), ("precision", 1.0, "--precision"),
     ("keep", "biggest", "--keep"), ("k", 1, "-k|--k"), ("model", "nope", "nope"), ("calibration_images", 1,
                                                                                    "--calibration-images"),
-    ("min_pair_share", 1.5, "--min-pair-share"), ("norm_beta", 1.0, "--norm-beta applies only")])
+    ("min_pair_share", 1.5, "--min-pair-share"), ("max_bridge", -0.1, "--max-bridge"),
+    ("norm_beta", 1.0, "--norm-beta applies only")])
 def test_bad_options_are_one_error(tmp_path: Path, field: str, value: Any, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         find_duplicates([str(tmp_path)], tmp_path / "out", DedupConfig(**{field: value}))

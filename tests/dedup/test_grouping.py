@@ -141,3 +141,80 @@ def test_the_pair_share_is_counted_by_hand() -> None:
     assert pair_share(np.arange(4), 0.8, lambda i, js: S[i, js]) == 0.5
     assert pair_share(np.arange(4), 0.8, lambda i, js: S[i, js], matrix=S) == 0.5
     assert pair_share(np.arange(4), 0.8, lambda i, js: S[i, js], dense=lambda js: S[np.ix_(js, js)]) == 0.5
+
+
+def bridged_photos(n: int = 30) -> np.ndarray:
+    """Two alike photos (cosine 0.7), ``n`` copies each (0.91+ among themselves, 0.72- across), and one copy of
+    each pulled a quarter of the way towards the other photo: those two score 0.915, every other pair across
+    0.824 or less. At threshold 0.87 they are one component joined by a single edge."""
+    rng = np.random.default_rng(0)
+    d = 64
+    a, b = np.zeros(d), np.zeros(d)
+    a[0], b[0], b[1] = 1.0, 0.7, np.sqrt(1 - 0.49)
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    A, B = unit(a + 0.03 * rng.standard_normal((n, d))), unit(b + 0.03 * rng.standard_normal((n, d)))
+    A[0], B[0] = unit(a + 0.25 * (b - a)), unit(b + 0.25 * (a - b))
+    return np.concatenate([A, B]).astype(np.float32)
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_a_planted_bridge_is_cut_and_each_photo_keeps_its_copies(dense: bool) -> None:
+    from neardup.dedup.grouping import dot_sim, gram
+    from neardup.dedup.large import guarded_by_component
+
+    V = bridged_photos()
+    rows, cols = np.triu_indices(len(V), 1)
+    sims = np.einsum("ij,ij->i", V[rows], V[cols])
+    t = 0.87
+    r, c = rows[sims >= t], cols[sims >= t]
+    assert len(set(components(len(V), r, c))) == 1 and ((r < 30) != (c < 30)).sum() == 1  # one bridge edge
+
+    def run(bridge: float) -> np.ndarray:
+        return guarded_groups(len(V), rows, cols, sims, t, dot_sim(V), centre_threshold=0.65,
+                              dense=gram(V) if dense else None, max_bridge=bridge)
+
+    # the star and hub rules keep both photos together: all near the centre, half of the pairs above threshold
+    assert len(set(run(0.0))) == 1
+    labels = run(0.05)
+    if not dense:  # without the similarity matrix (components above DENSE_LIMIT) the rule is not applied
+        assert len(set(labels)) == 1
+        return
+    assert len(set(labels[:30])) == 1 and len(set(labels[30:])) == 1 and labels[0] != labels[30]
+    assert np.array_equal(guarded_groups(len(V), rows, cols, sims, t, dot_sim(V), centre_threshold=0.65,
+                                         dense=gram(V)), labels)  # the default
+    # the large path builds each component's matrix and cuts the same
+    assert np.array_equal(guarded_by_component(len(V), rows, cols, sims, t, lambda idx: V[idx], 0.65), labels)
+
+
+def test_a_group_with_weakly_linked_copies_is_not_cut() -> None:
+    """Heavy attacks link only to their original: cutting them off has conductance 1, far above the bound."""
+    n, leaves = 30, 8
+    S = np.full((n, n), 0.7)
+    S[: n - leaves, : n - leaves] = 0.95  # the original (0) and its mild copies
+    S[0, n - leaves:] = S[n - leaves:, 0] = 0.88  # heavy copies: near the original only
+    np.fill_diagonal(S, 1.0)
+    rows, cols = np.triu_indices(n, 1)
+    labels = guarded_groups(n, rows, cols, S[rows, cols], 0.85, lambda i, js: S[i, js], centre_threshold=0.65,
+                            dense=lambda js: S[np.ix_(js, js)])
+    assert len(set(labels)) == 1
+
+
+def test_the_bridge_cut_is_counted_by_hand() -> None:
+    from neardup.dedup.grouping import bridge_cut
+
+    # two triangles {0,1,2} and {3,4,5} joined by the edge 2-3: degrees 2,2,3 | 3,2,2; cut 1 of volume 7 a side
+    S = np.eye(7)
+    for a, b in [(0, 1), (0, 2), (1, 2), (3, 4), (3, 5), (4, 5), (2, 3)]:
+        S[a, b] = S[b, a] = 0.9
+    conductance, side = bridge_cut(S, 0.8)
+    assert conductance == pytest.approx(1 / 7)
+    # the side of the first member; 6 has no edge: it joins the larger side, on a tie the first member's
+    assert np.flatnonzero(side).tolist() == [0, 1, 2, 6]
+    conductance, side = bridge_cut(S[::-1, ::-1], 0.8)  # reversed: 6 is now member 0 (no edge), 5 the first with one
+    assert conductance == pytest.approx(1 / 7) and np.flatnonzero(side).tolist() == [0, 1, 2, 3]
+    S[2, 3] = S[3, 2] = 0.5  # no edge across: a graph in pieces has a cut of conductance 0
+    assert bridge_cut(S, 0.8)[0] == 0.0
+    assert bridge_cut(np.eye(3), 0.8) == (1.0, pytest.approx(np.zeros(3, bool)))  # no edges: no cut
