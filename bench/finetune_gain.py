@@ -2,7 +2,7 @@
 
 Trains the neardup_cd recipe (``neardup/configs/recipes/neardup_cd.yaml``, `neardup finetune` from the
 ImageNet-pretrained efficientnet_lite0) on the 200 BSDS500 *training* photos only, so that the 100 validation
-photos are never trained on for this table (the shipped weights train the same recipe on train + val). Then scores
+photos are never trained on for this table; `make model` packs exactly this run as the shipped weights. Then scores
 both models on two query sets made from the validation photos: the study's 58 attacks (``default``, 5,800
 queries) and the ``extended`` set (40 attacks: overlays, pads, memes, stripes, blends, pixelisation, heavy blur and
 noise, strong perspective, chains; 4,000 queries), against the validation + training photos (exact cosine search,
