@@ -45,7 +45,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy import linalg, sparse
+from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
 #: sim(i, js) -> similarities of item i to items js (1-d), in the same scale as the threshold.
@@ -163,6 +163,7 @@ def bridge_cut(matrix: np.ndarray, threshold: float) -> tuple[float, np.ndarray]
     that has an edge.
     """
     a = matrix >= threshold
+    a |= a.T  # a float matrix product is symmetric only to rounding: a pair at the threshold counts both ways
     np.fill_diagonal(a, False)
     deg = a.sum(axis=1).astype(np.float64)
     live = np.flatnonzero(deg > 0)
@@ -176,8 +177,10 @@ def bridge_cut(matrix: np.ndarray, threshold: float) -> tuple[float, np.ndarray]
     else:
         norm = al / np.sqrt(d)[:, None] / np.sqrt(d)[None, :]
         # the second-largest eigenvector of D^-1/2 A D^-1/2 is the Fiedler vector of the normalised Laplacian
-        _, vec = linalg.eigh(norm, subset_by_index=[len(d) - 2, len(d) - 2])
-        order = np.argsort(vec[:, 0] / np.sqrt(d), kind="stable")
+        # (all eigenpairs: LAPACK's subset driver returned none for a complete graph of 21 members)
+        fiedler = np.linalg.eigh(norm)[1][:, -2]
+        fiedler = fiedler * (1.0 if fiedler[np.argmax(np.abs(fiedler))] > 0 else -1.0)  # one sign: ties cut alike
+        order = np.argsort(fiedler / np.sqrt(d), kind="stable")
         back = np.tril(al[np.ix_(order, order)], -1).sum(axis=1)  # edges from each member to those before it
         cut_size = np.cumsum(d[order] - 2 * back)[:-1]
         vol = np.cumsum(d[order])[:-1]

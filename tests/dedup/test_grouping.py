@@ -218,3 +218,50 @@ def test_the_bridge_cut_is_counted_by_hand() -> None:
     S[2, 3] = S[3, 2] = 0.5  # no edge across: a graph in pieces has a cut of conductance 0
     assert bridge_cut(S, 0.8)[0] == 0.0
     assert bridge_cut(np.eye(3), 0.8) == (1.0, pytest.approx(np.zeros(3, bool)))  # no edges: no cut
+
+
+@pytest.mark.parametrize("n", [16, 21, 40])
+def test_a_group_whose_pairs_all_pass_is_one_group(n: int) -> None:
+    """A complete threshold graph (LAPACK's subset eigensolver once returned no vector for 21 members)."""
+    from neardup.dedup.grouping import bridge_cut
+
+    S = np.full((n, n), 0.9)
+    np.fill_diagonal(S, 1.0)
+    assert bridge_cut(S, 0.5)[0] > 0.45  # a clique has no weak cut
+    rows, cols = np.triu_indices(n, 1)
+    labels = guarded_groups(n, rows, cols, S[rows, cols], 0.5, lambda i, js: S[i, js],
+                            dense=lambda js: S[np.ix_(js, js)])
+    assert len(set(labels)) == 1
+
+
+def test_a_pair_at_the_threshold_by_rounding_counts_both_ways() -> None:
+    from neardup.dedup.grouping import bridge_cut
+
+    a = np.array([[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 1]], dtype=bool)
+    S = np.where(a, 0.9, 0.1)
+    S[0, 2] = S[3, 1] = 0.5  # a product's two halves either side of the threshold
+    S[2, 0] = S[1, 3] = np.nextafter(0.5, 0)
+    conductance, side = bridge_cut(S, 0.5)
+    assert 0 <= conductance <= 1
+
+
+def test_tied_cuts_do_not_depend_on_the_eigenvectors_sign(monkeypatch) -> None:
+    """Two cuts of equal conductance: LAPACK may return either sign of the Fiedler vector; the groups are the same."""
+    adj = {0: [6, 7, 15, 16], 1: [3, 5, 9, 10, 11, 14], 2: [4, 8, 12, 13], 3: [1, 5, 9, 10, 11, 14],
+           4: [2, 8, 12, 13], 5: [1, 3, 9, 10, 11, 14], 6: [0, 7, 15, 16], 7: [0, 6, 15, 16], 8: [2, 4, 12, 13],
+           9: [1, 3, 5, 10, 11, 12, 14, 16], 10: [1, 3, 5, 9, 11, 14], 11: [1, 3, 5, 9, 10, 14],
+           12: [2, 4, 8, 9, 13], 13: [2, 4, 8, 12], 14: [1, 3, 5, 9, 10, 11], 15: [0, 6, 7, 16], 16: [0, 6, 7, 9, 15]}
+    S = np.full((17, 17), 0.5)
+    for i, js in adj.items():
+        S[i, js] = 0.9
+    np.fill_diagonal(S, 1.0)
+    rows, cols = np.triu_indices(17, 1)
+
+    def run() -> np.ndarray:
+        return guarded_groups(17, rows, cols, S[rows, cols], 0.85, lambda i, js: S[i, js], centre_threshold=0.4,
+                              dense=lambda js: S[np.ix_(js, js)], min_pair_share=0.0)
+
+    first = run()
+    eigh = np.linalg.eigh
+    monkeypatch.setattr(np.linalg, "eigh", lambda m: (lambda w, v: (w, -v))(*eigh(m)))
+    assert np.array_equal(run(), first)
