@@ -133,15 +133,16 @@ def guarded_groups(n: int, rows: np.ndarray, cols: np.ndarray, sims: np.ndarray,
             close = sim(int(centre), members) >= bound
         close[members == centre] = True
         group, rest = members[close], members[~close]
-        if len(group) >= HUB_MIN_SIZE and min_pair_share > 0:
-            inner = sm[np.ix_(close, close)] if sm is not None else None
-            if pair_share(group, threshold, sim, dense, inner) < min_pair_share:  # a hub: its centre goes alone
-                labels[centre] = next_label
-                next_label += 1
-                push(_split(members[members != centre], rows, cols), members, sm)
-                continue
-        if len(group) >= HUB_MIN_SIZE and max_bridge > 0 and sm is not None:
-            conductance, side = bridge_cut(sm[np.ix_(close, close)], threshold)
+        big = len(group) >= HUB_MIN_SIZE
+        inner = sm[np.ix_(close, close)] if big and sm is not None else None  # the group's own matrix: both rules
+        # a hub: its centre goes alone
+        if big and min_pair_share > 0 and pair_share(group, threshold, sim, dense, inner) < min_pair_share:
+            labels[centre] = next_label
+            next_label += 1
+            push(_split(members[members != centre], rows, cols), members, sm)
+            continue
+        if inner is not None and max_bridge > 0:
+            conductance, side = bridge_cut(inner, threshold)
             if conductance < max_bridge:  # two groups joined by a few edges: each side is grouped again
                 push(_split(group[side], rows, cols) + _split(group[~side], rows, cols) +
                      (_split(rest, rows, cols) if len(rest) else []), members, sm)

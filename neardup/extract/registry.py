@@ -227,6 +227,13 @@ def check_network_options(cfg: ModelCfg, kwargs: dict[str, Any]) -> None:
                          f"a perceptual hash is computed from the whole image (no network)")
 
 
+def check_fit(fit: Any, where: str) -> str:
+    """``fit`` if it is one of :data:`FITS` (from a config, a pack or a weights file), else one Error line."""
+    if fit not in FITS:
+        raise UsageError(f"unknown fit {fit!r} {where}: use one of {', '.join(FITS)}")
+    return str(fit)
+
+
 def check_input_size(cfg: ModelCfg, what: str = "--input-size") -> None:
     """The crop ``cfg`` asks for must be one its network can run at (ViT: fixed; Inception: at least 75)."""
     size = cfg.input_size
@@ -238,8 +245,7 @@ def check_input_size(cfg: ModelCfg, what: str = "--input-size") -> None:
     low = cfg.extra.get("min_input_size", MIN_INPUT_SIZE)
     if size < low:
         raise UsageError(f"{what} {size} for {cfg.name}: this network needs at least {low} pixels")
-    if cfg.fit not in FITS:
-        raise UsageError(f"fit {cfg.fit!r} for {cfg.name}: use one of {', '.join(FITS)}")
+    check_fit(cfg.fit, f"for {cfg.name}")
     if not isinstance(cfg.resize_size, int) or not size <= cfg.resize_size <= 8 * MAX_INPUT_SIZE:
         raise UsageError(f"resize size {cfg.resize_size!r} for {cfg.name}: must be at least the crop ({size})")
 

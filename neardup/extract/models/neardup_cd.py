@@ -27,7 +27,7 @@ import neardup._compat  # noqa: F401  (before timm)
 from neardup.errors import UsageError
 from neardup.extract.base import TorchExtractor, empty_model
 from neardup.extract.models.efficientnet import PooledFeatures
-from neardup.extract.registry import FITS, ExtractorOptions, ModelCfg, register_model
+from neardup.extract.registry import ExtractorOptions, ModelCfg, check_fit, register_model
 from neardup.extract.weights import file_sha256, load_strict, read_checkpoint
 
 FORMAT = "neardup.cd/1"
@@ -96,9 +96,7 @@ def pack(encoder_file: str | os.PathLike, out: str | os.PathLike, recipe: str = 
     from neardup.io_utils import atomic_write
 
     blob = read_checkpoint(encoder_file)
-    fit = str(blob.get("fit", "crop")) if fit is None else fit
-    if fit not in FITS:
-        raise UsageError(f"fit {fit!r}: use one of {', '.join(FITS)}")
+    fit = check_fit(blob.get("fit", "crop") if fit is None else fit, "to pack")
     if blob.get("format") != FINETUNED or blob.get("base_model") != "efficientnet_lite0":
         raise UsageError(f"{encoder_file}: expected an efficientnet_lite0 encoder from neardup finetune "
                          f"(format {FINETUNED})")
@@ -129,7 +127,5 @@ def neardup_cd(cfg: ModelCfg, *, weights: str | None = None, layer: str | None =
     """The bundled weights (sha256 checked), or ``weights``: another ``neardup.cd/1`` file (``make model``'s)."""
     path = str(weights) if weights else str(verified_weights())
     model, blob = load_cd_file(path)
-    fit = blob.get("fit", "crop")  # how the file's network was trained to see images (older files: crop)
-    if fit not in FITS:
-        raise UsageError(f"{path}: unknown fit {fit!r} (expected one of {', '.join(FITS)})")
+    fit = check_fit(blob.get("fit", "crop"), f"in {path}")  # how its network was trained to see images (older: crop)
     return TorchExtractor(replace(cfg, fit=fit), model, weights_path=path, **options)
